@@ -69,17 +69,18 @@ template <class E, class... Parts>
 }  // namespace ringflow
 
 // RF_CHECK(cond, "op MatMul: ", a, " vs ", b) raises InvalidArgument.
-#define RF_CHECK(cond, ...)                                                           \
-  do {                                                                                \
-    if (!(cond)) ::ringflow::detail::raise<::ringflow::InvalidArgument>(__FILE__, __LINE__, \
-                                                                        __VA_ARGS__); \
+#define RF_CHECK(cond, ...)                                                                    \
+  do {                                                                                         \
+    if (!(cond))                                                                               \
+      ::ringflow::detail::raise<::ringflow::InvalidArgument>(__FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 
 // RF_CHECK_AS(ShapeError, cond, ...) raises the given ringflow error type.
-#define RF_CHECK_AS(Type, cond, ...)                                                        \
-  do {                                                                                      \
+#define RF_CHECK_AS(Type, cond, ...)                                                           \
+  do {                                                                                         \
     if (!(cond)) ::ringflow::detail::raise<::ringflow::Type>(__FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 
 // RF_THROW(NotFound, "no node named ", name) raises unconditionally.
-#define RF_THROW(Type, ...) ::ringflow::detail::raise<::ringflow::Type>(__FILE__, __LINE__, __VA_ARGS__)
+#define RF_THROW(Type, ...) \
+  ::ringflow::detail::raise<::ringflow::Type>(__FILE__, __LINE__, __VA_ARGS__)
