@@ -507,8 +507,11 @@ void max_pool_kernel(KernelContext& c) {
   });
 }
 
-// dx[argmax of window r, c] += dy[r, c]. Windows may overlap (stride <
-// window), so tasks take whole images and each walks its rows in order.
+// dx[argmax of window r, c] += dy[r, c]. The argmax is tracked as an int32
+// offset from the window's first valid pixel, beside the running max, with
+// the same branch-free strict select as the forward (so the same first
+// maximum wins). Windows may overlap (stride < window), so tasks take whole
+// images and each walks its rows in order.
 void max_pool_grad_kernel(KernelContext& c) {
   expect_f32(c, 2);
   const Tensor& xt = c.input(0);
@@ -517,38 +520,41 @@ void max_pool_grad_kernel(KernelContext& c) {
   Tensor& dx = c.allocate_output(0, DType::f32, xt.shape());
   dx.fill(0.0f);
   if (g.rows() == 0 || g.cin == 0) return;
+  const std::int64_t ch = g.cin, image = g.h * g.w * ch;
+  if (g.kh * g.w * ch >= (std::int64_t{1} << 31))
+    c.fail("window rows of ", g.kh * g.w * ch, " floats are too large for int32 offsets");
   const float* x = xt.data<float>();
   const float* dy = c.input(1).data<float>();
   float* pdx = dx.data<float>();
-  const std::int64_t ch = g.cin, image = g.h * g.w * ch;
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / image);
   parallel_blocks(c, g.n, grain, [&](std::int64_t n0, std::int64_t n1) {
-    // per-task scratch: the running max and its offset in x, per channel
-    std::vector<float> best(static_cast<std::size_t>(ch));
-    std::vector<std::int64_t> where(static_cast<std::size_t>(ch));
+    // per-task scratch: the running max and its offset, per channel
+    std::vector<float> best_v(static_cast<std::size_t>(ch));
+    std::vector<std::int32_t> best_o(static_cast<std::size_t>(ch));
+    float* best = best_v.data();
+    std::int32_t* where = best_o.data();
     for_each_row(g, n0 * g.pixels(), n1 * g.pixels(),
                  [&](std::int64_t r, std::int64_t n, std::int64_t oh, std::int64_t ow) {
                    const Window win = window_of(g, oh, ow);
-                   const std::int64_t base = n * image;
+                   // first: the window's first valid pixel, as an offset into x
                    const std::int64_t first =
-                       base + ((win.ih0 + win.kh.lo) * g.w + win.iw0 + win.kw.lo) * ch;
-                   for (std::int64_t i = 0; i < ch; ++i) {
-                     best[static_cast<std::size_t>(i)] = x[first + i];
-                     where[static_cast<std::size_t>(i)] = first + i;
-                   }
-                   for (std::int64_t kh = win.kh.lo; kh < win.kh.hi; ++kh)
-                     for (std::int64_t kw = win.kw.lo; kw < win.kw.hi; ++kw) {
-                       const std::int64_t at = base + ((win.ih0 + kh) * g.w + win.iw0 + kw) * ch;
+                       n * image + ((win.ih0 + win.kh.lo) * g.w + win.iw0 + win.kw.lo) * ch;
+                   const float* x0 = x + first;
+                   std::copy_n(x0, ch, best);
+                   std::fill_n(where, ch, 0);
+                   for (std::int64_t kh = 0; kh < win.kh.hi - win.kh.lo; ++kh)
+                     for (std::int64_t kw = 0; kw < win.kw.hi - win.kw.lo; ++kw) {
+                       const auto off = static_cast<std::int32_t>((kh * g.w + kw) * ch);
+                       const float* v = x0 + off;
                        for (std::int64_t i = 0; i < ch; ++i) {
-                         const auto u = static_cast<std::size_t>(i);
-                         const bool more = x[at + i] > best[u];
-                         best[u] = more ? x[at + i] : best[u];
-                         where[u] = more ? at + i : where[u];
+                         const bool more = v[i] > best[i];
+                         best[i] = more ? v[i] : best[i];
+                         where[i] = more ? off : where[i];
                        }
                      }
                    const float* d = dy + r * ch;
-                   for (std::int64_t i = 0; i < ch; ++i)
-                     pdx[where[static_cast<std::size_t>(i)]] += d[i];
+                   float* dx0 = pdx + first;
+                   for (std::int64_t i = 0; i < ch; ++i) dx0[where[i] + i] += d[i];
                  });
   });
 }

@@ -27,6 +27,10 @@ Executor::Executor(Session& session, const Plan& plan, const FeedList& feeds,
                                              std::memory_order_relaxed);
 }
 
+Executor::~Executor() {
+  for (KernelContext* c : finished_async_) delete c;
+}
+
 std::vector<Tensor> Executor::run() {
   // Feeds are checked up front so a bad feed fails before anything runs.
   for (std::size_t i = 0; i < feeds_.size(); ++i)
@@ -124,13 +128,14 @@ void Executor::execute(int p, std::vector<int>& inline_stack) {
       ++outstanding_async_;
     }
     raw->done = [this, p, raw, record_event](std::exception_ptr e) {
-      std::unique_ptr<KernelContext> owned(raw);
+      // The context (which holds this very function) is freed only after
+      // the function has returned: see the deferred delete below.
       std::vector<int> ready;
       if (e) {
         record_error(e);
       } else {
         try {
-          finish(p, *owned, ready);
+          finish(p, *raw, ready);
         } catch (...) {
           record_error(std::current_exception());
         }
@@ -139,6 +144,7 @@ void Executor::execute(int p, std::vector<int>& inline_stack) {
       std::lock_guard<std::mutex> lock(mu_);
       if (!aborted_.load()) posted_.insert(posted_.end(), ready.begin(), ready.end());
       if (!posted_.empty()) has_posted_.store(true, std::memory_order_release);
+      finished_async_.push_back(raw);
       --outstanding_async_;
       cv_.notify_all();
     };

@@ -62,6 +62,12 @@ class Executor {
   std::vector<int> posted_;
   std::atomic<bool> has_posted_{false};
   int outstanding_async_ = 0;
+  // Contexts of finished async kernels, freed when the run ends (a context
+  // cannot free itself from inside its own done callback).
+  std::vector<KernelContext*> finished_async_;
+
+ public:
+  ~Executor();
 };
 
 }  // namespace ringflow

@@ -39,7 +39,9 @@ Tensor random_tensor(Shape shape, std::uint64_t seed) {
   return t;
 }
 
-const char* pad_str(Padding p) { return p == Padding::same ? "SAME" : "VALID"; }
+const char* pad_str(Padding p) {
+  return p == Padding::same ? "SAME" : "VALID";
+}
 
 // TF output size and leading pad along one dim, written independently of the op.
 struct Dim {
@@ -247,11 +249,11 @@ TEST(Conv2D, BackpropsMatchReference) {
 // GEMMs), multi-group and multi-slab paths.
 std::vector<Conv> large_cases() {
   return {
-      {3, 40, 40, 8, 5, 5, 16, 1, Padding::same},    // 1600 rows per image, K = 200: chunks
-      {6, 14, 14, 32, 5, 5, 8, 1, Padding::same},    // K = 800: one group per image, 6 slabs
-      {20, 28, 28, 1, 5, 5, 4, 1, Padding::same},    // K = 25: several images per group
-      {5, 33, 31, 6, 4, 3, 5, 2, Padding::valid},    // odd sizes, even kernel, stride 2
-      {40, 9, 9, 4, 3, 3, 3, 1, Padding::valid},     // many small images
+      {3, 40, 40, 8, 5, 5, 16, 1, Padding::same},  // 1600 rows per image, K = 200: chunks
+      {6, 14, 14, 32, 5, 5, 8, 1, Padding::same},  // K = 800: one group per image, 6 slabs
+      {20, 28, 28, 1, 5, 5, 4, 1, Padding::same},  // K = 25: several images per group
+      {5, 33, 31, 6, 4, 3, 5, 2, Padding::valid},  // odd sizes, even kernel, stride 2
+      {40, 9, 9, 4, 3, 3, 3, 1, Padding::valid},   // many small images
   };
 }
 
@@ -290,9 +292,9 @@ TEST(Conv2D, ZeroSizeBatch) {
 TEST(Conv2D, BackpropsMatchFiniteDifferences) {
   const float eps = 1e-2f;
   std::uint64_t seed = 900;
-  for (const Conv& cv : {Conv{2, 7, 5, 3, 3, 3, 4, 1, Padding::same},
-                         Conv{2, 7, 5, 3, 5, 5, 4, 2, Padding::same},
-                         Conv{2, 7, 5, 3, 3, 2, 4, 2, Padding::valid}}) {
+  for (const Conv& cv :
+       {Conv{2, 7, 5, 3, 3, 3, 4, 1, Padding::same}, Conv{2, 7, 5, 3, 5, 5, 4, 2, Padding::same},
+        Conv{2, 7, 5, 3, 3, 2, 4, 2, Padding::valid}}) {
     SCOPED_TRACE(cv.name());
     Tensor x = random_tensor(cv.x_shape(), seed++);
     Tensor fv = random_tensor(cv.f_shape(), seed++);
@@ -436,7 +438,9 @@ TEST(Conv2D, BadRanksAndSizesAreShapeErrors) {
   EXPECT_NE(msg.find("VALID"), std::string::npos) << msg;
   EXPECT_NO_THROW(conv2d(x, big, 1, Padding::same));
   shape_error_of([&] { conv2d(x, f, 0); });  // stride 0
-  shape_error_of([&] { g.add_op("Conv2D", {x, f}, {{"stride", I64{1}}, {"padding", std::string("FULL")}}); });
+  shape_error_of([&] {
+    g.add_op("Conv2D", {x, f}, {{"stride", I64{1}}, {"padding", std::string("FULL")}});
+  });
   shape_error_of([&] { max_pool2d(x3); });
   shape_error_of([&] { max_pool2d(x, 8, 1, Padding::valid); });  // window 8 > 7 rows
 }
@@ -461,8 +465,9 @@ struct PoolGraph {
     x = g.placeholder("x", {-1, cv.h, cv.w, cv.cin});
     y = max_pool2d(x, static_cast<int>(cv.kh), static_cast<int>(cv.stride), cv.pad);
     dy = g.placeholder("dy", {-1, cv.dh().out, cv.dw().out, cv.cin});
-    dx = g.add_op("MaxPoolGrad", {x, dy},
-                  {{"window", cv.kh}, {"stride", cv.stride}, {"padding", std::string(pad_str(cv.pad))}});
+    dx = g.add_op(
+        "MaxPoolGrad", {x, dy},
+        {{"window", cv.kh}, {"stride", cv.stride}, {"padding", std::string(pad_str(cv.pad))}});
   }
 };
 
@@ -513,9 +518,9 @@ TEST(MaxPool2D, TiesGoToFirstMaximum) {
   auto dy = g.placeholder("dy", {1, 2, 2, 1});
   auto dx = g.add_op("MaxPoolGrad", {x, dy},
                      {{"window", I64{2}}, {"stride", I64{2}}, {"padding", std::string("VALID")}});
-  const Tensor xv = Tensor::from_vector({1, 4, 4, 1}, {1, 1, 0, 5,   //
-                                                       1, 1, 5, 5,   //
-                                                       2, 0, 7, 3,   //
+  const Tensor xv = Tensor::from_vector({1, 4, 4, 1}, {1, 1, 0, 5,  //
+                                                       1, 1, 5, 5,  //
+                                                       2, 0, 7, 3,  //
                                                        0, 2, 7, 7});
   const Tensor dyv = Tensor::from_vector({1, 2, 2, 1}, {10, 20, 30, 40});
   Session sess(g, {.num_threads = 1});
