@@ -1,0 +1,94 @@
+#include "ringflow/collectives/allreduce.h"
+
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "allreduce_impl.h"
+#include "check.h"
+
+namespace ringflow::collectives {
+
+ReduceOp parse_reduce_op(std::string_view text) {
+  if (text == "sum") return ReduceOp::sum;
+  if (text == "average") return ReduceOp::average;
+  RF_THROW(InvalidArgument, "unknown reduce op '", text, "' — expected sum or average");
+}
+
+std::string_view to_string(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum:
+      return "sum";
+    case ReduceOp::average:
+      return "average";
+  }
+  return "unknown";
+}
+
+Algorithm parse_algorithm(std::string_view text) {
+  if (text == "ring") return Algorithm::ring;
+  if (text == "mpi") return Algorithm::mpi;
+  if (text == "auto") return Algorithm::automatic;
+  RF_THROW(InvalidArgument, "unknown allreduce algorithm '", text,
+           "' — expected ring, mpi or auto");
+}
+
+std::string_view to_string(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::ring:
+      return "ring";
+    case Algorithm::mpi:
+      return "mpi";
+    case Algorithm::automatic:
+      return "auto";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+void mpi_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp op) {
+  if (comm.size() == 1 || data.empty()) return;
+  // MPI counts are ints: reduce in pieces of at most INT_MAX floats.
+  for (std::size_t offset = 0; offset < data.size(); offset += INT_MAX) {
+    const std::size_t count = std::min<std::size_t>(INT_MAX, data.size() - offset);
+    RF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data() + offset, static_cast<int>(count),
+                               MPI_FLOAT, MPI_SUM, comm.handle()));
+  }
+  if (op == ReduceOp::average) {
+    // Division, as in the ring, so both algorithms give sum / N exactly.
+    const float n = static_cast<float>(comm.size());
+    float* __restrict p = data.data();
+    for (std::size_t i = 0; i < data.size(); ++i) p[i] /= n;
+  }
+}
+
+}  // namespace detail
+
+void mpi_allreduce(Communicator& comm, std::span<float> data, ReduceOp op) {
+  detail::check_call(comm, {detail::CallKind::allreduce, data.size(), static_cast<std::int64_t>(op),
+                            static_cast<std::int64_t>(Algorithm::mpi)});
+  detail::mpi_allreduce_unchecked(comm, data, op);
+}
+
+Algorithm choose_algorithm(const Communicator& comm, std::size_t bytes) {
+  if (comm.size() == 1) return Algorithm::mpi;
+  const CollectiveOptions& o = comm.options();
+  return bytes >= o.ring_min_bytes && bytes < o.ring_max_bytes ? Algorithm::ring : Algorithm::mpi;
+}
+
+void allreduce(Communicator& comm, std::span<float> data, ReduceOp op, Algorithm algorithm) {
+  if (algorithm == Algorithm::automatic) algorithm = choose_algorithm(comm, data.size_bytes());
+  const std::int64_t segment_bytes =
+      algorithm == Algorithm::ring ? static_cast<std::int64_t>(comm.options().max_segment_bytes)
+                                   : 0;
+  detail::check_call(comm, {detail::CallKind::allreduce, data.size(), static_cast<std::int64_t>(op),
+                            static_cast<std::int64_t>(algorithm), segment_bytes});
+  if (algorithm == Algorithm::ring) {
+    detail::ring_allreduce_unchecked(comm, data, op);
+  } else {
+    detail::mpi_allreduce_unchecked(comm, data, op);
+  }
+}
+
+}  // namespace ringflow::collectives

@@ -1,0 +1,206 @@
+// allreduce_bench: ring vs MPI_Allreduce vs auto, side by side, as TSV.
+//
+//   mpirun -np N allreduce_bench [--min-bytes 4K] [--max-bytes 64M] [--iters 20]
+//                                [--warmup 3] [--segment-bytes B] [--op sum|average]
+//
+// For each buffer size (powers of two from min to max): the median over iterations
+// of the time per call (the slowest rank's time of each iteration), algbw = bytes /
+// time and busbw = algbw * 2(N-1)/N (the nccl-tests definition: the bandwidth each
+// rank's link must sustain, comparable across N). Before the table, one line with
+// this machine's memcpy bandwidth (every rank copying at once) as the physical
+// reference. Measures only: it never fails on time, only on a wrong result.
+#include <mpi.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ringflow/collectives/collectives.h"
+
+namespace rc = ringflow::collectives;
+
+namespace {
+
+struct Options {
+  std::size_t min_bytes = std::size_t{4} << 10;
+  std::size_t max_bytes = std::size_t{64} << 20;
+  int iters = 20;
+  int warmup = 3;
+  std::size_t segment_bytes = 0;  // 0: the communicator's (default or env)
+  rc::ReduceOp op = rc::ReduceOp::sum;
+};
+
+// "4096", "4K", "64M", "1G" (binary units).
+std::size_t parse_bytes(const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  double scale = 1;
+  const std::string_view suffix = end;
+  if (suffix == "K" || suffix == "k")
+    scale = 1 << 10;
+  else if (suffix == "M" || suffix == "m")
+    scale = 1 << 20;
+  else if (suffix == "G" || suffix == "g")
+    scale = 1 << 30;
+  else
+    RF_CHECK(suffix.empty(), "cannot parse '", text, "' as a size (e.g. 4096, 4K, 64M)");
+  RF_CHECK(value >= 0, "size '", text, "' is negative");
+  return static_cast<std::size_t>(value * scale);
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::printf(
+          "usage: mpirun -np N allreduce_bench [--min-bytes 4K] [--max-bytes 64M] "
+          "[--iters 20] [--warmup 3] [--segment-bytes B] [--op sum|average]\n");
+      std::exit(0);
+    }
+    RF_CHECK(i + 1 < argc, "option ", arg, " needs a value (see --help)");
+    const std::string value = argv[++i];
+    if (arg == "--min-bytes")
+      o.min_bytes = parse_bytes(value);
+    else if (arg == "--max-bytes")
+      o.max_bytes = parse_bytes(value);
+    else if (arg == "--iters")
+      o.iters = std::stoi(value);
+    else if (arg == "--warmup")
+      o.warmup = std::stoi(value);
+    else if (arg == "--segment-bytes")
+      o.segment_bytes = parse_bytes(value);
+    else if (arg == "--op")
+      o.op = rc::parse_reduce_op(value);
+    else
+      RF_THROW(InvalidArgument, "unknown option ", arg, " (see --help)");
+  }
+  RF_CHECK(o.min_bytes >= sizeof(float) && o.min_bytes <= o.max_bytes,
+           "need 4 <= --min-bytes <= --max-bytes");
+  RF_CHECK(o.iters >= 1 && o.warmup >= 0, "need --iters >= 1 and --warmup >= 0");
+  return o;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+// The slowest rank's time, so every rank agrees on the sample.
+double max_over_ranks(rc::Communicator& comm, double seconds) {
+  double slowest = 0;
+  RF_MPI_CHECK(MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm.handle()));
+  return slowest;
+}
+
+constexpr rc::Algorithm kAlgorithms[] = {rc::Algorithm::ring, rc::Algorithm::mpi,
+                                         rc::Algorithm::automatic};
+constexpr int kNumAlgorithms = 3;
+
+// Median seconds per call of each algorithm at one size. The algorithms take turns
+// within every iteration, so background noise hits them alike. The buffer is
+// refilled before every call (untimed), as a fresh gradient buffer would be; the first
+// result is checked so the benchmark cannot silently measure a broken algorithm.
+std::array<double, kNumAlgorithms> time_allreduce(rc::Communicator& comm,
+                                                  std::vector<float>& buffer, std::size_t count,
+                                                  const Options& o) {
+  std::span<float> data(buffer.data(), count);
+  const float expected = o.op == rc::ReduceOp::sum ? static_cast<float>(comm.size()) : 1.0f;
+  std::array<std::vector<double>, kNumAlgorithms> samples;
+  for (int i = 0; i < o.warmup + o.iters; ++i) {
+    for (int a = 0; a < kNumAlgorithms; ++a) {
+      std::fill(data.begin(), data.end(), 1.0f);
+      rc::barrier(comm);
+      const double start = MPI_Wtime();
+      rc::allreduce(comm, data, o.op, kAlgorithms[a]);
+      const double seconds = max_over_ranks(comm, MPI_Wtime() - start);
+      if (i == 0 &&
+          !std::all_of(data.begin(), data.end(), [&](float x) { return x == expected; })) {
+        rc::abort_job(comm,
+                      "allreduce_bench: wrong result from " +
+                          std::string(rc::to_string(kAlgorithms[a])) + " at " +
+                          std::to_string(count * sizeof(float)) + " bytes",
+                      "run the collectives_test MPI tests to find the bug");
+      }
+      if (i >= o.warmup) samples[a].push_back(seconds);
+    }
+  }
+  std::array<double, kNumAlgorithms> medians{};
+  for (int a = 0; a < kNumAlgorithms; ++a) medians[a] = median(samples[a]);
+  return medians;
+}
+
+// One rank's memcpy bandwidth while every rank copies at once (GB/s of bytes copied).
+double memcpy_gbps(rc::Communicator& comm, std::size_t bytes, const Options& o,
+                   double* seconds_out) {
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  std::vector<double> samples;
+  for (int i = 0; i < o.warmup + o.iters; ++i) {
+    rc::barrier(comm);
+    const double start = MPI_Wtime();
+    std::memcpy(dst.data(), src.data(), bytes);
+    const double seconds = max_over_ranks(comm, MPI_Wtime() - start);
+    if (i >= o.warmup) samples.push_back(seconds);
+  }
+  *seconds_out = median(samples);
+  return static_cast<double>(bytes) / *seconds_out / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rc::MpiEnvironment env(&argc, &argv);
+  rc::Communicator comm;
+  try {
+    const Options o = parse_args(argc, argv);
+    if (o.segment_bytes != 0) comm.set_max_segment_bytes(o.segment_bytes);
+    comm.set_check_collectives(false);  // measure the release configuration
+    const int n = comm.size();
+    const bool root = comm.rank() == 0;
+    const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 1.0;
+    if (root) {
+      std::printf(
+          "# allreduce_bench ranks=%d local_ranks=%d op=%s segment_bytes=%zu "
+          "auto_ring_min_bytes=%zu auto_ring_max_bytes=%zu iters=%d warmup=%d\n",
+          n, comm.local_size(), std::string(rc::to_string(o.op)).c_str(),
+          comm.options().max_segment_bytes, comm.options().ring_min_bytes,
+          comm.options().ring_max_bytes, o.iters, o.warmup);
+      std::printf(
+          "# time: median us per call (slowest rank); algbw, busbw: GB/s; "
+          "busbw = algbw * 2(N-1)/N\n");
+    }
+    double copy_seconds = 0;
+    const double copy_gbps = memcpy_gbps(comm, o.max_bytes, o, &copy_seconds);
+    if (root) {
+      std::printf("memcpy\t%zu\t%.1f\t%.2f\t# bytes, us, GB/s: every rank copying at once\n",
+                  o.max_bytes, copy_seconds * 1e6, copy_gbps);
+      std::printf(
+          "bytes\tring_us\tring_algbw\tring_busbw\tmpi_us\tmpi_algbw\tmpi_busbw\tauto_us\t"
+          "auto_algbw\tauto_busbw\tauto_pick\n");
+    }
+    std::vector<float> buffer(o.max_bytes / sizeof(float));
+    for (std::size_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 2) {
+      const std::size_t count = bytes / sizeof(float);
+      if (root) std::printf("%zu", count * sizeof(float));
+      for (double seconds : time_allreduce(comm, buffer, count, o)) {
+        const double algbw = static_cast<double>(count * sizeof(float)) / seconds / 1e9;
+        if (root) std::printf("\t%.1f\t%.2f\t%.2f", seconds * 1e6, algbw, algbw * bus_factor);
+      }
+      if (root) {
+        std::printf(
+            "\t%s\n",
+            std::string(rc::to_string(rc::choose_algorithm(comm, count * sizeof(float)))).c_str());
+        std::fflush(stdout);
+      }
+    }
+  } catch (const ringflow::Error& e) {
+    rc::abort_job(comm, e.describe(), "see allreduce_bench --help");
+  }
+  return 0;
+}
