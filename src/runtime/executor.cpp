@@ -1,6 +1,8 @@
 #include "executor.h"
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 
 namespace ringflow {
 
@@ -16,7 +18,7 @@ std::int64_t now_ns() {
 
 Executor::Executor(Session& session, const Plan& plan, const FeedList& feeds,
                    tbb::task_arena& arena)
-    : session_(session), plan_(plan), feeds_(feeds), arena_(arena) {
+    : session_(session), plan_(plan), feeds_(feeds), arena_(arena), by_priority_{&plan} {
   values_.resize(static_cast<std::size_t>(plan.num_values));
   pending_ = std::make_unique<std::atomic<int>[]>(plan.nodes.size());
   for (std::size_t i = 0; i < plan.nodes.size(); ++i)
@@ -82,16 +84,22 @@ RunStats Executor::stats() const {
 }
 
 void Executor::process(int p) {
-  std::vector<int> stack{p};
-  while (!stack.empty()) {
-    const int q = stack.back();
-    stack.pop_back();
-    execute(q, stack);
+  // The nodes this thread will run itself, lowest priority first: async
+  // hand-offs, then plan order, which is graph order. Autodiff creates
+  // gradient nodes from the loss backwards, so this runs the last layer's
+  // gradients (and hands their bucket to the communication thread) before
+  // moving on to earlier layers.
+  std::vector<int> local{p};
+  while (!local.empty()) {
+    std::pop_heap(local.begin(), local.end(), by_priority_);
+    const int q = local.back();
+    local.pop_back();
+    execute(q, local);
     if (has_posted_.load(std::memory_order_acquire)) drain_posted();
   }
 }
 
-void Executor::execute(int p, std::vector<int>& inline_stack) {
+void Executor::execute(int p, std::vector<int>& local) {
   if (aborted_.load(std::memory_order_acquire)) return;
   const PlanNode& pn = plan_.nodes[static_cast<std::size_t>(p)];
   const Node& node = *pn.node;
@@ -175,7 +183,7 @@ void Executor::execute(int p, std::vector<int>& inline_stack) {
   }
   record_event();
   running_.fetch_sub(1);
-  schedule(ready, inline_stack);
+  schedule(ready, local);
 }
 
 void Executor::finish(int p, KernelContext& ctx, std::vector<int>& ready) {
@@ -207,16 +215,20 @@ void Executor::finish(int p, KernelContext& ctx, std::vector<int>& ready) {
       ready.push_back(c);
 }
 
-void Executor::schedule(const std::vector<int>& ready, std::vector<int>& inline_stack) {
+void Executor::schedule(const std::vector<int>& ready, std::vector<int>& local) {
+  // Cheap and async nodes, and one expensive node, stay on this thread; the
+  // other expensive ones become tasks for idle threads. With one thread
+  // there is nobody to hand them to, so everything stays in local order.
+  const bool alone = session_.num_threads_ <= 1;
   bool kept_expensive = false;
   for (int c : ready) {
     const PlanNode& pn = plan_.nodes[static_cast<std::size_t>(c)];
-    const bool cheap = pn.def->cheap || pn.feed_index >= 0;
-    if (cheap) {
-      inline_stack.push_back(c);
-    } else if (!kept_expensive) {
-      kept_expensive = true;
-      inline_stack.insert(inline_stack.begin(), c);  // after the cheap ones
+    const bool inline_ok =
+        alone || pn.def->cheap || pn.def->async || pn.feed_index >= 0 || !kept_expensive;
+    if (inline_ok) {
+      if (!(pn.def->cheap || pn.def->async || pn.feed_index >= 0)) kept_expensive = true;
+      local.push_back(c);
+      std::push_heap(local.begin(), local.end(), by_priority_);
     } else {
       tasks_.run([this, c] { process(c); });
     }

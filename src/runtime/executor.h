@@ -4,11 +4,11 @@
 // its consumers' counters and the consumer whose counter reaches zero
 // (fetch_sub(1) == 1) is ready. Cheap ready nodes run inline on the thread
 // that made them ready; of the expensive ones one runs inline and the rest
-// become TBB tasks. Async kernels (a gradient bucket's allreduce) finish on
-// another thread: their completion *posts* the nodes it made ready, and the
-// next node to finish on a worker (or the run() thread, if everything else
-// is idle) turns them into tasks. The first exception wins: it stops new
-// nodes from starting and is rethrown from run() once nothing is in flight.
+// become TBB tasks. A thread's inline nodes run lowest graph id first. Async kernels (a gradient
+// bucket's allreduce) finish on another thread: their completion *posts* the nodes it made ready,
+// and the next node to finish on a worker (or the run() thread, if everything else is idle) turns
+// them into tasks. The first exception wins: it stops new nodes from starting and is rethrown from
+// run() once nothing is in flight.
 #pragma once
 
 #include <atomic>
@@ -34,18 +34,29 @@ class Executor {
 
  private:
   void process(int p);
-  void execute(int p, std::vector<int>& inline_stack);
+  void execute(int p, std::vector<int>& local);
   void finish(int p, KernelContext& ctx, std::vector<int>& ready);
-  void schedule(const std::vector<int>& ready, std::vector<int>& inline_stack);
+  void schedule(const std::vector<int>& ready, std::vector<int>& local);
   void drain_posted();
   void record_error(std::exception_ptr e);
   void check_feed(int p) const;
+
+  // Heap order for a thread's local ready nodes (std heaps pop the largest,
+  // so "a after b" means a runs later).
+  struct ByPriority {
+    const Plan* plan;
+    bool operator()(int a, int b) const {
+      return plan->nodes[static_cast<std::size_t>(a)].priority >
+             plan->nodes[static_cast<std::size_t>(b)].priority;
+    }
+  };
 
   Session& session_;
   const Plan& plan_;
   const FeedList& feeds_;
   tbb::task_arena& arena_;
   tbb::task_group tasks_;
+  ByPriority by_priority_;
 
   std::vector<Tensor> values_;
   std::unique_ptr<std::atomic<int>[]> pending_;

@@ -113,8 +113,12 @@ Plan::Plan(Graph& graph, const std::vector<Output>& fetches, const FeedList& fee
     fetch_values.push_back(v);
     ++initial_refs[static_cast<std::size_t>(v)];
   }
-  for (std::size_t i = 0; i < nodes.size(); ++i)
-    if (nodes[i].initial_pending == 0) roots.push_back(static_cast<int>(i));
+  const int count = static_cast<int>(nodes.size());
+  for (int i = 0; i < count; ++i) {
+    PlanNode& p = nodes[static_cast<std::size_t>(i)];
+    p.priority = p.def->async ? i - count : i;
+    if (p.initial_pending == 0) roots.push_back(i);
+  }
   feed_plan_index.assign(feeds.size(), -1);
   for (const auto& [id, fi] : feed_of_node)
     if (needed[static_cast<std::size_t>(id)])

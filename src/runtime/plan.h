@@ -23,6 +23,10 @@ struct PlanNode {
   std::vector<int> consumers;     // plan indices, once per edge into them
   int initial_pending = 0;
   int feed_index = -1;  // >= 0: the output comes from feeds[feed_index]
+  // Among nodes ready on one thread, the lowest priority runs first: the
+  // plan index, except that async nodes (hand-offs to another thread) go
+  // before everything else.
+  int priority = 0;
 };
 
 class Plan {
