@@ -1,0 +1,55 @@
+// Everything a training run is configured by. The trainer CLI fills it from
+// flags and an optional config file; validate() checks it on every rank
+// before any collective is entered.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ringflow/train/models.h"
+
+namespace ringflow::train {
+
+struct TrainConfig {
+  // data
+  std::string data;               // ringflow HDF5 data set
+  std::string shard = "strided";  // strided | contiguous
+  bool shuffle = true;
+  std::int64_t train_rows = 0;  // use only the first rows of the train split (0 = all)
+  // model
+  ModelSpec model;
+  // optimisation
+  std::string optimizer = "momentum";  // sgd | momentum | nesterov | adam
+  float lr = 0.05f;
+  float momentum = 0.9f;
+  float weight_decay = 0.0f;
+  std::string schedule = "constant";  // constant | step | cosine
+  double warmup_epochs = 0.0;
+  double step_epochs = 10.0;  // step schedule: decay every step_epochs
+  float step_gamma = 0.1f;
+  std::int64_t batch_size = 128;  // global batch B; each rank runs B / N
+  double epochs = 5;
+  std::int64_t max_steps = 0;  // stop after this many steps (0 = no limit)
+  std::uint64_t seed = 1;
+  // execution
+  int threads = 0;                 // per rank; 0 = node cores / ranks on the node
+  std::string allreduce = "auto";  // ring | mpi | auto
+  double fusion_mb = 4.0;
+  bool overlap = true;
+  // output
+  std::string metrics;               // CSV (.csv) or JSONL (anything else) per epoch
+  std::string timeline;              // Chrome trace
+  std::int64_t timeline_steps = 10;  // steps recorded in the timeline
+  std::string log_level = "info";    // error | warn | info | debug
+  bool eval_each_epoch = true;
+};
+
+// Raises InvalidArgument naming the flag when a value is out of range.
+// num_ranks is the job's size (the batch must split evenly across ranks).
+void validate(const TrainConfig& c, int num_ranks);
+
+// "key = value" lines in TOML style: the effective configuration.
+std::string to_toml(const TrainConfig& c);
+
+}  // namespace ringflow::train

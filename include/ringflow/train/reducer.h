@@ -1,0 +1,98 @@
+// Gradient buckets and their allreduce on a communication thread.
+//
+// Words: a *bucket* is a group of gradients, at most --fusion-mb in size,
+// that is averaged across ranks in one collective. Buckets are fixed when
+// the graph is built, in the order backward produces the gradients (the last
+// layer's first), and numbered 0, 1, 2, ... Each bucket becomes one async
+// graph node, AllreduceBucket: when all of its gradients are ready the
+// executor runs it, it packs them into the bucket's persistent *fusion
+// buffer* and hands the bucket to the communication thread, and backward
+// goes on. The communication thread reduces buckets strictly in bucket
+// order, whatever order they were handed over in, so every rank issues the
+// same collectives in the same order. It unpacks the averaged values into
+// persistent gradient tensors and completes the node, which releases the
+// apply ops of that bucket's variables only.
+//
+// With overlap off, the thread starts only once every bucket of the step
+// has been handed over (the allreduce after all of backward).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ringflow/collectives/collectives.h"
+#include "ringflow/graph/op_registry.h"
+#include "ringflow/ops/optimizers.h"
+#include "ringflow/train/timeline.h"
+
+namespace ringflow::train {
+
+struct ReducerOptions {
+  collectives::Algorithm algorithm = collectives::Algorithm::automatic;
+  std::size_t fusion_bytes = 4u << 20;
+  bool overlap = true;
+};
+
+struct ReducerStats {
+  std::int64_t steps = 0;
+  std::int64_t collectives = 0;
+  std::int64_t bytes_reduced = 0;  // fusion-buffer bytes allreduced, summed
+  double allreduce_seconds = 0;    // time inside the collectives
+};
+
+class GradientReducer {
+ public:
+  GradientReducer(collectives::Communicator& comm, ReducerOptions options,
+                  Timeline* timeline = nullptr);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Groups the gradients into buckets and adds one AllreduceBucket node per
+  // bucket to the graph. Returns the pairs with each gradient replaced by
+  // its averaged counterpart, in the input order. Call once.
+  std::vector<GradAndVar> add_to_graph(Graph& g, const std::vector<GradAndVar>& grads_and_vars);
+
+  // Pass as SessionOptions::user_context so the bucket kernels find us.
+  void* context() { return this; }
+
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // Gradient indices (into add_to_graph's input) of each bucket, in bucket order.
+  const std::vector<std::vector<int>>& buckets() const { return bucket_members_; }
+  ReducerStats stats() const;
+
+  // Called by the AllreduceBucket kernel.
+  void submit(int bucket, KernelContext& ctx);
+
+ private:
+  struct Bucket {
+    std::vector<float> fusion;          // persistent fusion buffer
+    std::vector<Tensor> outputs;        // persistent averaged gradients
+    std::vector<std::int64_t> offsets;  // of each gradient in `fusion`
+    KernelContext* pending = nullptr;   // handed over, not yet reduced
+  };
+  void loop();
+  void reduce(int b);
+
+  collectives::Communicator& comm_;
+  ReducerOptions options_;
+  Timeline* timeline_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::vector<int>> bucket_members_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int submitted_ = 0;  // buckets handed over this step
+  int next_ = 0;       // the bucket the thread reduces next
+  bool stop_ = false;
+  ReducerStats stats_;
+  std::thread thread_;
+};
+
+// Registers the AllreduceBucket op (idempotent).
+void register_train_ops();
+
+}  // namespace ringflow::train

@@ -1,0 +1,90 @@
+// Data-parallel training: every rank builds the same graph, rank 0's initial
+// variables are broadcast, and each step runs forward and backward on the
+// rank's local batch, averages the gradients in buckets on the
+// communication thread, and applies the same update on every replica.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringflow/collectives/collectives.h"
+#include "ringflow/datasets/batch.h"
+#include "ringflow/graph/graph.h"
+#include "ringflow/runtime/session.h"
+#include "ringflow/train/config.h"
+#include "ringflow/train/models.h"
+#include "ringflow/train/reducer.h"
+#include "ringflow/train/timeline.h"
+
+namespace ringflow::train {
+
+struct EpochMetrics {
+  int epoch = 0;           // 1-based
+  std::int64_t steps = 0;  // steps so far
+  double train_loss = 0;   // mean over the epoch's steps and ranks
+  double test_loss = 0;    // exact mean over the whole test split
+  double test_accuracy = 0;
+  std::int64_t test_rows = 0;
+  double samples_per_second = 0;  // global samples in this epoch / its wall time
+  double elapsed_seconds = 0;
+  double eta_seconds = 0;
+  double allreduce_seconds = 0;  // time in collectives on the comm thread, this epoch
+};
+
+class Trainer {
+ public:
+  // Validates the configuration, loads this rank's shards, builds the graph
+  // and the session, and broadcasts rank 0's initial variables.
+  Trainer(const TrainConfig& config, collectives::Communicator& comm);
+  ~Trainer();
+
+  // Runs the configured epochs (or max_steps). on_epoch is called on every
+  // rank after each epoch's evaluation.
+  std::vector<EpochMetrics> run(const std::function<void(const EpochMetrics&)>& on_epoch = {});
+  // Runs exactly n training steps (equivalence tests).
+  void train_steps(std::int64_t n);
+  // Exact test-set evaluation, summed across ranks: {mean loss, accuracy}.
+  std::pair<double, double> evaluate();
+
+  // Variables in graph order, by name.
+  std::vector<std::pair<std::string, Tensor*>> variables() { return session_->variables(); }
+  // FNV-1a 64 over every trainable variable's bytes, in graph order.
+  std::uint64_t variables_hash();
+  const Timeline& timeline() const { return timeline_; }
+  const GradientReducer& reducer() const { return *reducer_; }
+  Graph& graph() { return graph_; }
+  const Model& model() const { return model_; }
+  std::int64_t steps_per_epoch() const { return batches_->steps_per_epoch(); }
+  std::int64_t step() const { return step_; }
+  int threads() const { return threads_; }
+  // The learning rate the schedule gives for a (0-based) step.
+  float learning_rate_at(std::int64_t step) const;
+  // Writes the timeline file (collective: every rank must call it).
+  void write_timeline(const std::string& path);
+
+ private:
+  void broadcast_variables();
+  double one_step();
+
+  TrainConfig config_;
+  collectives::Communicator& comm_;
+  datasets::Shard train_shard_, test_shard_;
+  std::unique_ptr<datasets::BatchIterator> batches_;
+  Graph graph_;
+  Model model_;
+  Output lr_;
+  Output train_op_;
+  Timeline timeline_;
+  std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<Session> session_;
+  Tensor x_batch_, y_batch_;
+  int threads_ = 1;
+  std::int64_t step_ = 0;
+  std::int64_t epoch_ = 0;
+  bool epoch_started_ = false;
+};
+
+}  // namespace ringflow::train

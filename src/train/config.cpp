@@ -1,0 +1,98 @@
+#include "ringflow/train/config.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "ringflow/base/error.h"
+
+namespace ringflow::train {
+
+namespace {
+
+bool one_of(const std::string& v, std::initializer_list<const char*> options) {
+  return std::any_of(options.begin(), options.end(), [&](const char* o) { return v == o; });
+}
+
+}  // namespace
+
+void validate(const TrainConfig& c, int n) {
+  RF_CHECK(!c.data.empty(),
+           "--data: no data set given; import one with `ringflow-data import-idx` and pass the .h5 "
+           "file");
+  RF_CHECK(one_of(c.shard, {"strided", "contiguous"}), "--shard: '", c.shard,
+           "' is not strided or contiguous");
+  const auto& names = model_names();
+  RF_CHECK(std::find(names.begin(), names.end(), c.model.name) != names.end(),
+           "--model: unknown model '", c.model.name,
+           "'; choose one of logreg, mlp, cnn, cnn-small");
+  for (auto h : c.model.hidden) RF_CHECK(h > 0, "--hidden: layer sizes must be positive, got ", h);
+  RF_CHECK(c.model.dropout >= 0.0f && c.model.dropout < 1.0f, "--dropout: ", c.model.dropout,
+           " must be in [0, 1)");
+  RF_CHECK(one_of(c.optimizer, {"sgd", "momentum", "nesterov", "adam"}), "--optimizer: '",
+           c.optimizer, "' is not sgd, momentum, nesterov or adam");
+  RF_CHECK(c.lr > 0.0f, "--lr: the learning rate must be > 0, got ", c.lr);
+  RF_CHECK(c.momentum >= 0.0f && c.momentum < 1.0f, "--momentum: ", c.momentum,
+           " must be in [0, 1)");
+  RF_CHECK(c.weight_decay >= 0.0f, "--weight-decay: ", c.weight_decay, " must be >= 0");
+  RF_CHECK(one_of(c.schedule, {"constant", "step", "cosine"}), "--schedule: '", c.schedule,
+           "' is not constant, step or cosine");
+  RF_CHECK(c.warmup_epochs >= 0, "--warmup-epochs: ", c.warmup_epochs, " must be >= 0");
+  RF_CHECK(c.step_epochs > 0, "--step-epochs: ", c.step_epochs, " must be > 0");
+  RF_CHECK(c.step_gamma > 0.0f && c.step_gamma <= 1.0f, "--step-gamma: ", c.step_gamma,
+           " must be in (0, 1]");
+  RF_CHECK(c.batch_size >= n, "--batch-size: the global batch ", c.batch_size,
+           " is smaller than the ", n, " ranks; each rank needs at least one row per step");
+  RF_CHECK(c.batch_size % n == 0, "--batch-size: the global batch ", c.batch_size,
+           " is not divisible by the ", n, " ranks; use a multiple of ", n);
+  RF_CHECK(c.epochs > 0, "--epochs: ", c.epochs, " must be > 0");
+  RF_CHECK(c.max_steps >= 0, "--max-steps: ", c.max_steps, " must be >= 0");
+  RF_CHECK(c.train_rows >= 0, "--train-rows: ", c.train_rows, " must be >= 0");
+  RF_CHECK(c.threads >= 0, "--threads: ", c.threads,
+           " must be > 0 (or 0 for the node's cores divided by its ranks)");
+  RF_CHECK(one_of(c.allreduce, {"ring", "mpi", "auto"}), "--allreduce: '", c.allreduce,
+           "' is not ring, mpi or auto");
+  RF_CHECK(c.fusion_mb > 0, "--fusion-mb: ", c.fusion_mb, " must be > 0");
+  RF_CHECK(c.timeline_steps >= 0, "--timeline-steps: ", c.timeline_steps, " must be >= 0");
+  RF_CHECK(one_of(c.log_level, {"error", "warn", "info", "debug"}), "--log-level: '", c.log_level,
+           "' is not error, warn, info or debug");
+}
+
+std::string to_toml(const TrainConfig& c) {
+  std::ostringstream os;
+  auto str = [&](const char* k, const std::string& v) { os << k << " = \"" << v << "\"\n"; };
+  auto num = [&](const char* k, auto v) { os << k << " = " << v << "\n"; };
+  auto flag = [&](const char* k, bool v) { os << k << " = " << (v ? "true" : "false") << "\n"; };
+  str("data", c.data);
+  str("shard", c.shard);
+  flag("shuffle", c.shuffle);
+  num("train-rows", c.train_rows);
+  str("model", c.model.name);
+  std::string hidden;
+  for (std::size_t i = 0; i < c.model.hidden.size(); ++i)
+    hidden += (i ? "," : "") + std::to_string(c.model.hidden[i]);
+  str("hidden", hidden);
+  num("dropout", c.model.dropout);
+  str("optimizer", c.optimizer);
+  num("lr", c.lr);
+  num("momentum", c.momentum);
+  num("weight-decay", c.weight_decay);
+  str("schedule", c.schedule);
+  num("warmup-epochs", c.warmup_epochs);
+  num("step-epochs", c.step_epochs);
+  num("step-gamma", c.step_gamma);
+  num("batch-size", c.batch_size);
+  num("epochs", c.epochs);
+  num("max-steps", c.max_steps);
+  num("seed", c.seed);
+  num("threads", c.threads);
+  str("allreduce", c.allreduce);
+  num("fusion-mb", c.fusion_mb);
+  flag("overlap", c.overlap);
+  str("metrics", c.metrics);
+  str("timeline", c.timeline);
+  num("timeline-steps", c.timeline_steps);
+  str("log-level", c.log_level);
+  return os.str();
+}
+
+}  // namespace ringflow::train

@@ -1,0 +1,199 @@
+#include "ringflow/train/reducer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "ringflow/ops/ops.h"
+
+namespace ringflow::train {
+
+void register_train_ops() {
+  static const bool registered = [] {
+    ops::ensure_registered();
+    OpRegistry::global().add(
+        {.name = "AllreduceBucket",
+         // outputs mirror the inputs: averaged gradient k has gradient k's shape
+         .shape_fn =
+             [](ShapeContext& c) {
+               for (int i = 0; i < c.num_inputs(); ++i) c.set_output(i, DType::f32, c.in_shape(i));
+             },
+         .kernel =
+             [](KernelContext& c) {
+               auto* reducer = static_cast<GradientReducer*>(c.user_context());
+               if (!reducer)
+                 c.fail(
+                     "no gradient reducer: run this graph with SessionOptions::user_context set to "
+                     "GradientReducer::context()");
+               reducer->submit(static_cast<int>(c.attrs().get_int("bucket")), c);
+             },
+         .no_gradient = true,
+         .async = true});
+    return true;
+  }();
+  (void)registered;
+}
+
+GradientReducer::GradientReducer(collectives::Communicator& comm, ReducerOptions options,
+                                 Timeline* timeline)
+    : comm_(comm), options_(options), timeline_(timeline) {
+  register_train_ops();
+  RF_CHECK(options_.fusion_bytes >= sizeof(float), "--fusion-mb must be positive");
+  thread_ = std::thread([this] { loop(); });
+}
+
+GradientReducer::~GradientReducer() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+std::vector<GradAndVar> GradientReducer::add_to_graph(Graph& g, const std::vector<GradAndVar>& gv) {
+  RF_CHECK(buckets_.empty(), "GradientReducer::add_to_graph called twice");
+  // Backward creates gradient nodes from the loss towards the inputs, so a
+  // smaller node id means "ready earlier": that is the bucket order.
+  std::vector<int> order(gv.size());
+  for (std::size_t i = 0; i < gv.size(); ++i) order[i] = static_cast<int>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return gv[static_cast<std::size_t>(a)].grad.node_id() <
+           gv[static_cast<std::size_t>(b)].grad.node_id();
+  });
+  std::vector<int> current;
+  std::size_t current_bytes = 0;
+  for (int i : order) {
+    const std::size_t bytes =
+        static_cast<std::size_t>(gv[static_cast<std::size_t>(i)].var.shape().num_elements()) *
+        sizeof(float);
+    if (!current.empty() && current_bytes + bytes > options_.fusion_bytes) {
+      bucket_members_.push_back(current);
+      current.clear();
+      current_bytes = 0;
+    }
+    current.push_back(i);
+    current_bytes += bytes;
+  }
+  if (!current.empty()) bucket_members_.push_back(current);
+
+  std::vector<GradAndVar> out = gv;
+  buckets_.resize(bucket_members_.size());
+  for (std::size_t b = 0; b < bucket_members_.size(); ++b) {
+    std::vector<Output> inputs;
+    Bucket& bucket = buckets_[b];
+    std::int64_t offset = 0;
+    for (int i : bucket_members_[b]) {
+      const auto& pair = gv[static_cast<std::size_t>(i)];
+      inputs.push_back(pair.grad);
+      bucket.offsets.push_back(offset);
+      const Shape& shape = pair.var.shape();
+      bucket.outputs.push_back(Tensor::zeros(DType::f32, shape));
+      offset += shape.num_elements();
+    }
+    bucket.fusion.assign(static_cast<std::size_t>(offset), 0.0f);
+    Node& node = g.add_node("AllreduceBucket", inputs, {{"bucket", static_cast<std::int64_t>(b)}},
+                            "allreduce/bucket" + std::to_string(b));
+    for (std::size_t k = 0; k < bucket_members_[b].size(); ++k)
+      out[static_cast<std::size_t>(bucket_members_[b][k])].grad = node.output(static_cast<int>(k));
+  }
+  return out;
+}
+
+void GradientReducer::submit(int b, KernelContext& ctx) {
+  RF_CHECK_AS(InternalError, b >= 0 && b < static_cast<int>(buckets_.size()),
+              "unknown gradient bucket ", b);
+  Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
+  // Pack: fusion[offset_k ...] = gradient k
+  for (int k = 0; k < ctx.num_inputs(); ++k) {
+    const Tensor& g = ctx.input(k);
+    RF_CHECK_AS(InternalError,
+                g.num_elements() == bucket.outputs[static_cast<std::size_t>(k)].num_elements(),
+                "bucket ", b, " gradient ", k, " changed size");
+    if (g.num_elements() > 0)
+      std::memcpy(bucket.fusion.data() + bucket.offsets[static_cast<std::size_t>(k)],
+                  g.data<float>(), g.num_bytes());
+  }
+  if (timeline_ && timeline_->enabled())
+    timeline_->add({"bucket" + std::to_string(b) + " ready", "bucket", steady_now_ns(),
+                    steady_now_ns(), 100, "\"floats\":" + std::to_string(bucket.fusion.size())});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    bucket.pending = &ctx;
+    ++submitted_;
+  }
+  cv_.notify_all();
+}
+
+void GradientReducer::loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    // buckets_ is filled by add_to_graph after this thread started: read
+    // its size inside the predicate, under the lock.
+    cv_.wait(lock, [&] {
+      if (stop_) return true;
+      if (buckets_.empty() || buckets_[static_cast<std::size_t>(next_)].pending == nullptr)
+        return false;
+      return options_.overlap || submitted_ == static_cast<int>(buckets_.size());
+    });
+    if (stop_) return;
+    const int n = static_cast<int>(buckets_.size());
+    const int b = next_;
+    KernelContext* ctx = buckets_[static_cast<std::size_t>(b)].pending;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      reduce(b);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    buckets_[static_cast<std::size_t>(b)].pending = nullptr;
+    next_ = (b + 1) % n;
+    if (next_ == 0) {
+      submitted_ = 0;
+      ++stats_.steps;
+    }
+    lock.unlock();
+    // Completing the node may start the apply ops on this thread's behalf
+    // (they are posted to the executor), so call it without our lock.
+    ctx->done(error);
+    lock.lock();
+  }
+}
+
+void GradientReducer::reduce(int b) {
+  Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
+  KernelContext& ctx = *bucket.pending;
+  const std::int64_t t0 = steady_now_ns();
+  if (comm_.size() > 1)
+    collectives::allreduce(comm_, bucket.fusion, collectives::ReduceOp::average,
+                           options_.algorithm);
+  const std::int64_t t1 = steady_now_ns();
+  // Unpack into the persistent gradient tensors and hand them out.
+  for (std::size_t k = 0; k < bucket.outputs.size(); ++k) {
+    Tensor& out = bucket.outputs[k];
+    Tensor shaped = out.shape() == ctx.input(static_cast<int>(k)).shape()
+                        ? out
+                        : out.reshaped(ctx.input(static_cast<int>(k)).shape());
+    if (out.num_elements() > 0)
+      std::memcpy(shaped.data<float>(), bucket.fusion.data() + bucket.offsets[k], out.num_bytes());
+    ctx.set_output(static_cast<int>(k), shaped);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.collectives += comm_.size() > 1 ? 1 : 0;
+    stats_.bytes_reduced += static_cast<std::int64_t>(bucket.fusion.size() * sizeof(float));
+    stats_.allreduce_seconds += static_cast<double>(t1 - t0) * 1e-9;
+  }
+  if (timeline_ && timeline_->enabled())
+    timeline_->add({"allreduce bucket" + std::to_string(b), "allreduce", t0, std::max(t1, t0 + 1),
+                    100, "\"bytes\":" + std::to_string(bucket.fusion.size() * sizeof(float))});
+}
+
+ReducerStats GradientReducer::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+}  // namespace ringflow::train

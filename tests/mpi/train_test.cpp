@@ -1,0 +1,215 @@
+// Data-parallel training on real ranks: N ranks equal one rank with the same
+// global batch, replicas stay bitwise identical, runs are deterministic, and
+// bucket allreduces overlap backward (asserted on recorded events).
+#include <mpi.h>
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "ringflow/datasets/format.h"
+#include "ringflow/datasets/synth.h"
+#include "ringflow/train/trainer.h"
+
+namespace rt = ringflow::train;
+namespace rc = ringflow::collectives;
+namespace rd = ringflow::datasets;
+
+namespace {
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+// A small blobs data set (8 features, 3 classes) written by rank 0.
+class TrainTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char name[256] = {0};
+    if (world_rank() == 0) {
+      std::snprintf(name, sizeof name, "%s/rf_train_test_%d.h5",
+                    std::filesystem::temp_directory_path().c_str(), static_cast<int>(getpid()));
+      const auto train =
+          rd::make_blobs({.rows = 480, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 3});
+      const auto test =
+          rd::make_blobs({.rows = 97, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 4});
+      rd::SplitData tr{.shape = train.shape, .x_f32 = train.x, .y = train.y};
+      rd::SplitData te{.shape = test.shape, .x_f32 = test.x, .y = test.y};
+      rd::write_dataset(name, tr, te, {.num_classes = 3, .source = "train_test blobs"});
+    }
+    MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
+    path_ = name;
+  }
+  static void TearDownTestSuite() {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) std::filesystem::remove(path_);
+  }
+
+  static rt::TrainConfig config() {
+    rt::TrainConfig c;
+    c.data = path_;
+    c.model.name = "mlp";
+    c.model.hidden = {16, 8};
+    c.optimizer = "momentum";
+    c.lr = 0.05f;
+    c.batch_size = 24;  // divisible by 1, 2, 3, 4 and 8 ranks
+    c.shuffle = false;
+    c.shard = "strided";
+    c.seed = 7;
+    c.threads = 1;
+    c.fusion_mb = 600.0 / (1024 * 1024);  // ~150 floats: several buckets
+    return c;
+  }
+
+  static std::string path_;
+};
+std::string TrainTest::path_;
+
+void expect_same_variables(rt::Trainer& a, rt::Trainer& b, double rel, const std::string& what) {
+  auto va = a.variables();
+  auto vb = b.variables();
+  ASSERT_EQ(va.size(), vb.size());
+  for (std::size_t i = 0; i < va.size(); ++i) {
+    ASSERT_EQ(va[i].first, vb[i].first);
+    auto fa = va[i].second->flat<float>();
+    auto fb = vb[i].second->flat<float>();
+    ASSERT_EQ(fa.size(), fb.size());
+    // Relative to the tensor's scale: summation order differs between one
+    // rank and N, so elements near zero carry absolute, not relative, noise.
+    double diff = 0, scale = 0;
+    for (std::size_t k = 0; k < fa.size(); ++k) {
+      diff = std::max(diff, std::abs(static_cast<double>(fa[k]) - fb[k]));
+      scale = std::max(scale, std::abs(static_cast<double>(fb[k])));
+    }
+    EXPECT_LE(diff, rel * std::max(scale, 1e-6)) << what << ": variable " << va[i].first;
+  }
+}
+
+TEST_F(TrainTest, NRanksEqualOneRankWithTheSameGlobalBatch) {
+  for (const std::string algo : {"ring", "mpi"})
+    for (bool overlap : {true, false}) {
+      rt::TrainConfig c = config();
+      c.allreduce = algo;
+      c.overlap = overlap;
+      rc::Communicator world;
+      rt::Trainer dist(c, world);
+      EXPECT_GT(dist.reducer().num_buckets(), 1);
+      dist.train_steps(8);
+      // The reference: this rank alone, batch B, the whole data set.
+      rc::Communicator self(MPI_COMM_SELF);
+      rt::Trainer single(c, self);
+      single.train_steps(8);
+      expect_same_variables(dist, single, 1e-5, algo + (overlap ? " overlap" : " no-overlap"));
+      // And training moved the variables (the comparison is not vacuous).
+      rc::Communicator self2(MPI_COMM_SELF);
+      rt::Trainer untrained(c, self2);
+      EXPECT_NE(untrained.variables_hash(), single.variables_hash());
+    }
+}
+
+TEST_F(TrainTest, ReplicasStayBitwiseIdenticalAndRunsAreDeterministic) {
+  rt::TrainConfig c = config();
+  c.shuffle = true;
+  c.model.name = "mlp";
+  std::uint64_t first = 0;
+  for (int run = 0; run < 2; ++run) {
+    rc::Communicator world;
+    rt::Trainer t(c, world);
+    t.train_steps(30);  // more than one epoch (480 / 24 = 20 steps)
+    const std::uint64_t h = t.variables_hash();
+    std::vector<std::uint64_t> all(static_cast<std::size_t>(world.size()));
+    MPI_Allgather(&h, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, world.handle());
+    for (auto v : all) EXPECT_EQ(v, h) << "replicas differ";
+    if (run == 0) first = h;
+    if (run == 1) {
+      EXPECT_EQ(h, first) << "two runs with the same seed differ";
+    }
+  }
+}
+
+TEST_F(TrainTest, BucketAllreduceOverlapsBackward) {
+  rc::Communicator world;
+  // Oversubscribed ranks (more ranks than cores) may not get the CPU to
+  // start the communication thread while their short backward runs; there
+  // only the hand-over order is deterministic and checked.
+  int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const bool oversubscribed = world.local_size() > std::max(1, cores);
+  for (bool overlap : {true, false}) {
+    rt::TrainConfig c = config();
+    c.model.hidden = {256, 256};  // a backward long enough to overlap with
+    c.fusion_mb = 20000.0 / (1024 * 1024);
+    c.overlap = overlap;
+    c.timeline = "unused.json";  // record events; nothing is written
+    c.timeline_steps = 3;
+    rt::Trainer t(c, world);
+    ASSERT_GT(t.reducer().num_buckets(), 1);
+    t.train_steps(3);
+    const auto events = t.timeline().events();
+    // Per step: the earliest bucket hand-over and allreduce start vs the
+    // latest backward op end.
+    int overlapped_steps = 0, handed_over_steps = 0, steps = 0;
+    for (const auto& s : events) {
+      if (s.category != "step") continue;
+      std::int64_t first_allreduce = INT64_MAX, first_ready = INT64_MAX, last_backward = 0;
+      for (const auto& e : events) {
+        if (e.begin_ns < s.begin_ns || e.end_ns > s.end_ns) continue;
+        if (e.category == "allreduce") first_allreduce = std::min(first_allreduce, e.begin_ns);
+        if (e.category == "bucket") first_ready = std::min(first_ready, e.begin_ns);
+        if (e.category == "backward") last_backward = std::max(last_backward, e.end_ns);
+      }
+      ASSERT_NE(first_allreduce, INT64_MAX);
+      ASSERT_GT(last_backward, 0);
+      ++steps;
+      overlapped_steps += first_allreduce < last_backward;
+      handed_over_steps += first_ready < last_backward;
+    }
+    EXPECT_EQ(steps, 3);
+    if (overlap) {
+      EXPECT_EQ(handed_over_steps, 3) << "a bucket waited for the end of backward";
+      if (!oversubscribed) {
+        EXPECT_GE(overlapped_steps, 1) << "no bucket's allreduce began before backward ended";
+      }
+    } else {
+      EXPECT_EQ(overlapped_steps, 0) << "--no-overlap started an allreduce during backward";
+    }
+  }
+}
+
+TEST_F(TrainTest, EvaluationIsExactAcrossRanks) {
+  rt::TrainConfig c = config();
+  rc::Communicator world;
+  rt::Trainer dist(c, world);
+  dist.train_steps(5);
+  rc::Communicator self(MPI_COMM_SELF);
+  rt::Trainer single(c, self);
+  single.train_steps(5);
+  const auto [dl, da] = dist.evaluate();
+  const auto [sl, sa] = single.evaluate();
+  EXPECT_NEAR(dl, sl, 1e-4 * (1 + std::abs(sl)));
+  EXPECT_DOUBLE_EQ(da, sa);  // counts of correct rows over all 97 test rows
+}
+
+TEST_F(TrainTest, BadConfigurationFailsBeforeAnyCollective) {
+  rc::Communicator world;
+  rt::TrainConfig c = config();
+  c.batch_size = world.size() * 3 + (world.size() > 1 ? 1 : 0);
+  if (world.size() > 1) {
+    EXPECT_THROW(rt::Trainer(c, world), ringflow::InvalidArgument);
+  }
+  c = config();
+  c.model.name = "cnn";  // 8-feature rows are not images
+  EXPECT_THROW(rt::Trainer(c, world), ringflow::InvalidArgument);
+  c = config();
+  c.data = "/nonexistent/data.h5";
+  EXPECT_THROW(rt::Trainer(c, world), ringflow::Error);
+}
+
+}  // namespace
