@@ -28,6 +28,9 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
 void add_flags(CLI::App& app, rt::TrainConfig& c, std::string& hidden) {
+  // A flag given twice takes its last value, so a command line can override
+  // a wrapper script's defaults.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.set_config("--config", "",
                  "Read flags from a TOML or INI file (key = value, keys are the long flag names)");
   auto* data = app.add_option_group("Data");

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# End-to-end tests of the trainer CLI. Usage:
+#   trainer_cli.sh TRAINER DATA_TOOL CASE MPIEXEC [FASHION_MNIST_DIR]
+# CASE: bad_inputs | singleton | config | timeline | fashion_mnist
+# Exits 0 on success, 77 (skipped) when Fashion-MNIST is not installed.
+set -uo pipefail
+trainer=$1 data_tool=$2 case=$3 mpiexec=$4 fmnist=${5:-/usr/share/datasets/fashion-mnist}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/rf_trainer_e2e.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+mpirun_np() { local np=$1; shift; timeout 120 "$mpiexec" -np "$np" --oversubscribe "$@"; }
+mpi2=("$mpiexec" -np 2 --oversubscribe)
+mpi4=("$mpiexec" -np 4 --oversubscribe)
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# expect_error CODE "words" cmd...: exit code CODE (non-zero), stderr has the
+# words, no crash or hang (every command runs under a timeout).
+expect_error() {
+  local code=$1 words=$2
+  shift 2
+  timeout 120 "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq 124 ]]; then fail "timed out (a rank hung): $*"; return; fi
+  if [[ $rc -ne $code ]]; then
+    fail "exit $rc (want $code): $*"
+    sed 's/^/    /' "$tmp/err" >&2
+  fi
+  if ! grep -qF -- "$words" "$tmp/err"; then
+    fail "stderr of '$*' lacks '$words':"
+    sed 's/^/    /' "$tmp/err" >&2
+  fi
+  if grep -qE "terminate called|Segmentation|core dumped|MPI_ABORT" "$tmp/err"; then
+    fail "crash or abort in stderr of '$*':"
+    sed 's/^/    /' "$tmp/err" >&2
+  fi
+}
+
+blobs="$tmp/blobs.h5"
+"$data_tool" synth blobs --train 480 --test 96 --classes 3 --dims 8 --seed 3 -o "$blobs" >/dev/null ||
+  { echo "could not make the test data set" >&2; exit 1; }
+small=(--data "$blobs" --hidden 16 --batch-size 24 --threads 1 --log-level warn)
+
+case $case in
+  bad_inputs)
+    for n in 1 2; do
+      launcher=()
+      ((n == 2)) && launcher=("${mpi2[@]}")
+      expect_error 2 "--bogus" "${launcher[@]}" "$trainer" "${small[@]}" --bogus
+      expect_error 2 "--model" "${launcher[@]}" "$trainer" "${small[@]}" --model resnet
+      expect_error 2 "--threads" "${launcher[@]}" "$trainer" "${small[@]}" --threads -2
+      expect_error 2 "--lr" "${launcher[@]}" "$trainer" "${small[@]}" --lr 0
+      expect_error 2 "--lr" "${launcher[@]}" "$trainer" "${small[@]}" --lr -1
+      expect_error 2 "no-such.toml" "${launcher[@]}" "$trainer" --config "$tmp/no-such.toml"
+      expect_error 2 "--data" "${launcher[@]}" "$trainer" --model mlp
+      expect_error 1 "$tmp/missing.h5" "${launcher[@]}" "$trainer" "${small[@]}" --data "$tmp/missing.h5"
+      expect_error 1 "--model cnn" "${launcher[@]}" "$trainer" "${small[@]}" --model cnn
+      expect_error 2 "--hidden" "${launcher[@]}" "$trainer" "${small[@]}" --hidden 16,x
+    done
+    expect_error 2 "--batch-size" "${mpi2[@]}" "$trainer" "${small[@]}" --batch-size 25
+    expect_error 2 "--batch-size" "${mpi4[@]}" "$trainer" "${small[@]}" --batch-size 2
+    echo "not a toml file [[[" >"$tmp/bad.toml"
+    expect_error 2 "" "$trainer" --config "$tmp/bad.toml"
+    ;;
+  singleton)
+    # trainer alone is one rank (MPI singleton): the same run as mpirun -np 1.
+    "$trainer" "${small[@]}" --epochs 2 --metrics "$tmp/alone.csv" >/dev/null || fail "trainer alone failed"
+    mpirun_np 1 "$trainer" "${small[@]}" --epochs 2 --metrics "$tmp/np1.csv" >/dev/null || fail "mpirun -np 1 failed"
+    # epoch, steps, train_loss, test_loss, test_accuracy must agree exactly.
+    if ! diff <(cut -d, -f1-5 "$tmp/alone.csv") <(cut -d, -f1-5 "$tmp/np1.csv") >&2; then
+      fail "singleton and mpirun -np 1 differ"
+    fi
+    [[ $(wc -l <"$tmp/alone.csv") -eq 3 ]] || fail "expected a header and 2 epoch rows in $tmp/alone.csv"
+    ;;
+  config)
+    cat >"$tmp/run.toml" <<TOML
+data = "$blobs"
+model = "mlp"
+hidden = "16"
+batch-size = 24
+epochs = 2
+threads = 1
+lr = 0.1
+optimizer = "nesterov"
+schedule = "cosine"
+shuffle = false
+TOML
+    mpirun_np 2 "$trainer" --config "$tmp/run.toml" --metrics "$tmp/a.jsonl" >"$tmp/out" || fail "run from config failed"
+    grep -qF 'optimizer = "nesterov"' "$tmp/out" || fail "effective config not printed"
+    [[ -f "$tmp/a.jsonl.config.toml" ]] || fail "effective config not stored beside the metrics"
+    grep -qE '^\{"epoch":2,' "$tmp/a.jsonl" || fail "JSONL metrics lack epoch 2"
+    # The stored configuration alone reproduces the run bit for bit.
+    sed -i '/^metrics = /d;/^timeline = /d' "$tmp/a.jsonl.config.toml"
+    mpirun_np 2 "$trainer" --config "$tmp/a.jsonl.config.toml" --metrics "$tmp/b.jsonl" >/dev/null || fail "rerun failed"
+    strip() { sed -E 's/,"samples_per_second".*//' "$1"; }
+    diff <(strip "$tmp/a.jsonl") <(strip "$tmp/b.jsonl") >&2 || fail "the stored config did not reproduce the run"
+    ;;
+  timeline)
+    mpirun_np 2 "$trainer" "${small[@]}" --max-steps 4 --fusion-mb 0.0005 --timeline "$tmp/trace.json" \
+      --timeline-steps 2 >/dev/null || fail "run with --timeline failed"
+    head -c 40 "$tmp/trace.json" | grep -qF '{"displayTimeUnit":"ms","traceEvents":[' || fail "not a Chrome trace"
+    tail -c 5 "$tmp/trace.json" | grep -qF ']}' || fail "trace not closed"
+    for want in '"pid":0' '"pid":1' '"cat":"allreduce"' '"cat":"backward"' '"cat":"bucket"' '"name":"rank 1"'; do
+      grep -qF "$want" "$tmp/trace.json" || fail "trace lacks $want"
+    done
+    ;;
+  fashion_mnist)
+    [[ -f "$fmnist/train-images-idx3-ubyte.gz" ]] || { echo "Fashion-MNIST not installed" >&2; exit 77; }
+    "$data_tool" import-idx --dir "$fmnist" -o "$tmp/fmnist.h5" >/dev/null || fail "import failed"
+    # Learning in CI: 2 ranks, one pass over 10,000 rows, >= 80 % test accuracy
+    # on the whole 10,000-row test set.
+    mpirun_np 2 "$trainer" --data "$tmp/fmnist.h5" --model mlp --train-rows 10000 --epochs 1 \
+      --optimizer adam --lr 0.001 --batch-size 16 --threads 1 >"$tmp/out" 2>&1 || fail "training failed"
+    cat "$tmp/out"
+    acc=$(sed -nE 's/^final test accuracy: ([0-9.]+)%.*/\1/p' "$tmp/out")
+    [[ -n $acc ]] || fail "no final accuracy printed"
+    awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 80.0) }' || fail "accuracy $acc% < 80%"
+    ;;
+  *)
+    echo "unknown case $case" >&2
+    exit 2
+    ;;
+esac
+
+if ((failures > 0)); then
+  echo "$failures failure(s)" >&2
+  exit 1
+fi
+echo "ok: $case"
