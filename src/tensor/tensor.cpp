@@ -1,7 +1,10 @@
 #include "ringflow/tensor/tensor.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 
 namespace ringflow {
@@ -79,8 +82,23 @@ std::string Shape::to_string() const {
   return os.str();
 }
 
+// Intermediate tensors of a step are allocated and freed every step, many
+// of them 64 KiB to a few MiB. glibc serves blocks above its mmap threshold
+// with mmap/munmap, so each step would fault its pages in afresh; keep such
+// blocks in the heap instead and let freed memory be reused.
+namespace {
+void tune_allocator_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  });
+}
+}  // namespace
+
 struct Tensor::Storage {
   explicit Storage(std::size_t n) : bytes(n) {
+    tune_allocator_once();
     const std::size_t rounded = (n + kAlignment - 1) / kAlignment * kAlignment;
     data = std::aligned_alloc(kAlignment, rounded);
     if (!data) throw std::bad_alloc();

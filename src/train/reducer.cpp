@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "ringflow/ops/ops.h"
 
@@ -39,6 +41,11 @@ GradientReducer::GradientReducer(collectives::Communicator& comm, ReducerOptions
     : comm_(comm), options_(options), timeline_(timeline) {
   register_train_ops();
   RF_CHECK(options_.fusion_bytes >= sizeof(float), "--fusion-mb must be positive");
+  // Benchmark-only: RINGFLOW_BENCH_SKIP_ALLREDUCE=1 skips the collectives
+  // (replicas then diverge) so a benchmark can measure the step without
+  // communication and report the exposed communication time.
+  const char* skip = std::getenv("RINGFLOW_BENCH_SKIP_ALLREDUCE");
+  skip_allreduce_ = skip != nullptr && std::string(skip) == "1";
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -104,6 +111,13 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
   RF_CHECK_AS(InternalError, b >= 0 && b < static_cast<int>(buckets_.size()),
               "unknown gradient bucket ", b);
   Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
+  if (comm_.size() == 1) {
+    // One rank: the average of one gradient is itself. Pass the tensors
+    // through, with no copies and no trip to the communication thread.
+    for (int k = 0; k < ctx.num_inputs(); ++k) ctx.set_output(k, ctx.input(k));
+    ctx.done(nullptr);
+    return;
+  }
   // Pack: fusion[offset_k ...] = gradient k
   for (int k = 0; k < ctx.num_inputs(); ++k) {
     const Tensor& g = ctx.input(k);
@@ -166,7 +180,7 @@ void GradientReducer::reduce(int b) {
   Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
   KernelContext& ctx = *bucket.pending;
   const std::int64_t t0 = steady_now_ns();
-  if (comm_.size() > 1)
+  if (comm_.size() > 1 && !skip_allreduce_)
     collectives::allreduce(comm_, bucket.fusion, collectives::ReduceOp::average,
                            options_.algorithm);
   const std::int64_t t1 = steady_now_ns();

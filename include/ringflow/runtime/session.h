@@ -40,6 +40,8 @@ struct SessionOptions {
   void* user_context = nullptr;
   // Called after each node execution when set (from the executing thread).
   std::function<void(const NodeEvent&)> on_node;
+  // Flush denormal floats to zero on the executor's threads (FTZ/DAZ).
+  bool flush_denormals = true;
 };
 
 struct RunStats {

@@ -88,6 +88,7 @@ class GradientReducer {
   int submitted_ = 0;  // buckets handed over this step
   int next_ = 0;       // the bucket the thread reduces next
   bool stop_ = false;
+  bool skip_allreduce_ = false;
   ReducerStats stats_;
   std::thread thread_;
 };
