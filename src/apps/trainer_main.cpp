@@ -7,6 +7,7 @@
 // message names the file, flag or rank), 2 bad command line.
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -235,8 +236,18 @@ int main(int argc, char** argv) {
               << comm.local_size() << ", " << trainer->threads() << " threads\n";
 
   try {
-    const bool tty = isatty(STDOUT_FILENO) != 0;
-    (void)tty;
+    // A live step counter when a person is watching (stdout is a terminal).
+    if (rank == 0 && !quiet && isatty(STDOUT_FILENO)) {
+      auto last = std::chrono::steady_clock::now();
+      trainer->set_progress([last](std::int64_t step, std::int64_t steps) mutable {
+        const auto now = std::chrono::steady_clock::now();
+        if (step != steps && now - last < std::chrono::milliseconds(100)) return;
+        last = now;
+        std::printf("\r  step %lld/%lld%s", static_cast<long long>(step),
+                    static_cast<long long>(steps), step == steps ? "\r\033[K" : "");
+        std::fflush(stdout);
+      });
+    }
     trainer->run([&](const rt::EpochMetrics& m) {
       if (rank != 0) return;
       if (metrics) metrics->write(m);

@@ -226,7 +226,10 @@ std::vector<EpochMetrics> Trainer::run(const std::function<void(const EpochMetri
     const double ar0 = reducer_->stats().allreduce_seconds;
     const std::int64_t steps = std::min(spe, total_steps - step_);
     double loss = 0;
-    for (std::int64_t s = 0; s < steps; ++s) loss += one_step();
+    for (std::int64_t s = 0; s < steps; ++s) {
+      loss += one_step();
+      if (progress_) progress_(s + 1, steps);
+    }
     const auto t1 = std::chrono::steady_clock::now();
     const double secs = std::chrono::duration<double>(t1 - t0).count();
     train_seconds += secs;

@@ -44,6 +44,11 @@ class Trainer {
   // Runs the configured epochs (or max_steps). on_epoch is called on every
   // rank after each epoch's evaluation.
   std::vector<EpochMetrics> run(const std::function<void(const EpochMetrics&)>& on_epoch = {});
+  // Called after every training step with (step within the epoch, steps in
+  // the epoch), e.g. for a live progress line.
+  void set_progress(std::function<void(std::int64_t, std::int64_t)> fn) {
+    progress_ = std::move(fn);
+  }
   // Runs exactly n training steps (equivalence tests).
   void train_steps(std::int64_t n);
   // Exact test-set evaluation, summed across ranks: {mean loss, accuracy}.
@@ -85,6 +90,7 @@ class Trainer {
   std::int64_t step_ = 0;
   std::int64_t epoch_ = 0;
   bool epoch_started_ = false;
+  std::function<void(std::int64_t, std::int64_t)> progress_;
 };
 
 }  // namespace ringflow::train
