@@ -15,7 +15,23 @@ void rows_cols(const Tensor& x, std::int64_t& rows, std::int64_t& cols) {
   rows = cols == 0 ? 0 : x.num_elements() / cols;
 }
 
-// softmax(x)_j = e^(x_j - m) / sum_k e^(x_k - m), m = max_k x_k (for stability)
+struct RowStats {
+  float max;  // m = max_k x_k
+  float sum;  // sum_k e^(x_k - m)
+};
+
+// out_j = softmax(x)_j = e^(x_j - m) / sum_k e^(x_k - m); subtracting the row
+// max m keeps every exponent <= 0 (no overflow).
+RowStats softmax_row(const float* in, float* out, std::int64_t cols) {
+  float m = in[0];
+  for (std::int64_t j = 1; j < cols; ++j) m = std::max(m, in[j]);
+  float s = 0;
+  for (std::int64_t j = 0; j < cols; ++j) s += out[j] = std::exp(in[j] - m);
+  const float inv = 1.0f / s;
+  for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
+  return {m, s};
+}
+
 void softmax_kernel(KernelContext& c) {
   const Tensor& x = c.input(0);
   Tensor& y = c.allocate_output(0, DType::f32, x.shape());
@@ -27,12 +43,7 @@ void softmax_kernel(KernelContext& c) {
     for (std::int64_t r = lo; r < hi; ++r) {
       const float* in = px + r * cols;
       float* out = py + r * cols;
-      float m = in[0];
-      for (std::int64_t j = 1; j < cols; ++j) m = std::max(m, in[j]);
-      float s = 0;
-      for (std::int64_t j = 0; j < cols; ++j) s += out[j] = std::exp(in[j] - m);
-      const float inv = 1.0f / s;
-      for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
+      softmax_row(in, out, cols);
     }
   });
 }
@@ -78,14 +89,9 @@ void sparse_xent_kernel(KernelContext& c) {
              "); check the data set's labels and the model's class count");
     const float* in = px + r * cols;
     float* out = pb + r * cols;
-    float m = in[0];
-    for (std::int64_t j = 1; j < cols; ++j) m = std::max(m, in[j]);
-    float s = 0;
-    for (std::int64_t j = 0; j < cols; ++j) s += out[j] = std::exp(in[j] - m);
-    const float inv = 1.0f / s;
-    for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
+    const RowStats st = softmax_row(in, out, cols);
     out[label] -= 1.0f;
-    ploss[r] = std::log(s) - (in[label] - m);  // (in - m) first: no cancellation
+    ploss[r] = std::log(st.sum) - (in[label] - st.max);  // (in - max) first: no cancellation
   }
 }
 

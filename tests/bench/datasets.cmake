@@ -3,11 +3,6 @@
 # synthetic set; it checks that the benchmark runs, never its timings.
 add_executable(datasets_bench ${CMAKE_CURRENT_LIST_DIR}/datasets_bench.cpp)
 target_link_libraries(datasets_bench PRIVATE ringflow::datasets ZLIB::ZLIB ringflow::flags)
-if(TARGET HDF5::HDF5)
-  target_link_libraries(datasets_bench PRIVATE HDF5::HDF5)
-else()
-  target_include_directories(datasets_bench PRIVATE ${HDF5_INCLUDE_DIRS})
-  target_link_libraries(datasets_bench PRIVATE ${HDF5_LIBRARIES})
-endif()
+target_link_libraries(datasets_bench PRIVATE ringflow::hdf5)
 add_test(NAME datasets_bench.smoke COMMAND datasets_bench --quick)
 set_tests_properties(datasets_bench.smoke PROPERTIES TIMEOUT 60)

@@ -4,12 +4,7 @@
 add_executable(datasets_make_bad_inputs ${CMAKE_CURRENT_LIST_DIR}/datasets_make_bad_inputs.cpp)
 target_include_directories(datasets_make_bad_inputs PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../unit)
 target_link_libraries(datasets_make_bad_inputs PRIVATE ringflow::datasets ZLIB::ZLIB ringflow::flags)
-if(TARGET HDF5::HDF5)
-  target_link_libraries(datasets_make_bad_inputs PRIVATE HDF5::HDF5)
-else()
-  target_include_directories(datasets_make_bad_inputs PRIVATE ${HDF5_INCLUDE_DIRS})
-  target_link_libraries(datasets_make_bad_inputs PRIVATE ${HDF5_LIBRARIES})
-endif()
+target_link_libraries(datasets_make_bad_inputs PRIVATE ringflow::hdf5)
 
 set(RF_FASHION_MNIST_DIR /usr/share/datasets/fashion-mnist
     CACHE PATH "Fashion-MNIST IDX files (Debian package dataset-fashion-mnist)")

@@ -7,34 +7,7 @@ set -uo pipefail
 tool=$1 helper=$2 case=$3 fmnist=${4:-/usr/share/datasets/fashion-mnist}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rf_data_e2e.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-
-# expect_error CODE "words" cmd...: the command must exit with CODE and its
-# stderr must contain the words (fixed string) and no HDF5 error-stack dump,
-# crash or uncaught exception.
-expect_error() {
-  local code=$1 words=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [[ $rc -ne $code ]]; then
-    fail "exit $rc (want $code): $*"
-    sed 's/^/    /' "$tmp/err" >&2
-  fi
-  if [[ -n $words ]] && ! grep -qF -- "$words" "$tmp/err"; then
-    fail "stderr of '$*' lacks '$words':"
-    sed 's/^/    /' "$tmp/err" >&2
-  fi
-  if grep -qE "HDF5-DIAG|terminate called|Segmentation|Aborted|core dumped" "$tmp/err"; then
-    fail "noise or crash in stderr of '$*':"
-    sed 's/^/    /' "$tmp/err" >&2
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 
 # expect_line FILE REGEX: FILE has a line matching REGEX (extended).
 expect_line() {

@@ -7,37 +7,10 @@ set -uo pipefail
 trainer=$1 data_tool=$2 case=$3 mpiexec=$4 fmnist=${5:-/usr/share/datasets/fashion-mnist}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rf_trainer_e2e.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-failures=0
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 mpirun_np() { local np=$1; shift; timeout 120 "$mpiexec" -np "$np" --oversubscribe "$@"; }
 mpi2=("$mpiexec" -np 2 --oversubscribe)
 mpi4=("$mpiexec" -np 4 --oversubscribe)
-
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-
-# expect_error CODE "words" cmd...: exit code CODE (non-zero), stderr has the
-# words, no crash or hang (every command runs under a timeout).
-expect_error() {
-  local code=$1 words=$2
-  shift 2
-  timeout 120 "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [[ $rc -eq 124 ]]; then fail "timed out (a rank hung): $*"; return; fi
-  if [[ $rc -ne $code ]]; then
-    fail "exit $rc (want $code): $*"
-    sed 's/^/    /' "$tmp/err" >&2
-  fi
-  if ! grep -qF -- "$words" "$tmp/err"; then
-    fail "stderr of '$*' lacks '$words':"
-    sed 's/^/    /' "$tmp/err" >&2
-  fi
-  if grep -qE "terminate called|Segmentation|core dumped|MPI_ABORT" "$tmp/err"; then
-    fail "crash or abort in stderr of '$*':"
-    sed 's/^/    /' "$tmp/err" >&2
-  fi
-}
 
 blobs="$tmp/blobs.h5"
 "$data_tool" synth blobs --train 480 --test 96 --classes 3 --dims 8 --seed 3 -o "$blobs" >/dev/null ||

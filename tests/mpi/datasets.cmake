@@ -6,9 +6,4 @@ rf_add_mpi_test(datasets_shard_test
   TIMEOUT 120)
 # The C API only: keep Open MPI's deprecated C++ bindings out of the build.
 target_compile_definitions(datasets_shard_test PRIVATE OMPI_SKIP_MPICXX MPICH_SKIP_MPICXX)
-if(TARGET HDF5::HDF5)
-  target_link_libraries(datasets_shard_test PRIVATE HDF5::HDF5)
-else()
-  target_include_directories(datasets_shard_test PRIVATE ${HDF5_INCLUDE_DIRS})
-  target_link_libraries(datasets_shard_test PRIVATE ${HDF5_LIBRARIES})
-endif()
+target_link_libraries(datasets_shard_test PRIVATE ringflow::hdf5)

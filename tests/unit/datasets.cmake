@@ -4,9 +4,4 @@ rf_add_unit_test(datasets_test
   LIBS ringflow::datasets ZLIB::ZLIB
   TIMEOUT 120)
 target_include_directories(datasets_test PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-if(TARGET HDF5::HDF5)
-  target_link_libraries(datasets_test PRIVATE HDF5::HDF5)
-else()
-  target_include_directories(datasets_test PRIVATE ${HDF5_INCLUDE_DIRS})
-  target_link_libraries(datasets_test PRIVATE ${HDF5_LIBRARIES})
-endif()
+target_link_libraries(datasets_test PRIVATE ringflow::hdf5)
