@@ -114,6 +114,7 @@ void Executor::execute(int p, std::vector<int>& local) {
   ctx->node_ = &node;
   ctx->inputs_.reserve(pn.input_values.size());
   for (int v : pn.input_values) ctx->inputs_.push_back(&values_[static_cast<std::size_t>(v)]);
+  ctx->exclusive_ = pn.input_exclusive;
   ctx->outputs_.resize(static_cast<std::size_t>(node.num_outputs()));
   ctx->variable_lookup_ = [this](int id) -> Tensor& { return session_.variable_by_id(id); };
   ctx->state_ = &session_.states_[static_cast<std::size_t>(node.id)];

@@ -113,6 +113,19 @@ Plan::Plan(Graph& graph, const std::vector<Output>& fetches, const FeedList& fee
     fetch_values.push_back(v);
     ++initial_refs[static_cast<std::size_t>(v)];
   }
+  // Inputs a kernel may overwrite: the only use of an intermediate value.
+  for (auto& p : nodes) {
+    for (std::size_t i = 0; i < p.node->inputs.size() && i < p.input_values.size(); ++i) {
+      const Output& in = p.node->inputs[i];
+      const PlanNode& src =
+          nodes[static_cast<std::size_t>(plan_index[static_cast<std::size_t>(in.node_id())])];
+      const std::string& op = src.node->op;
+      const bool persistent = src.feed_index >= 0 || op == "Variable" || op == "Const" ||
+                              op == "PlaceholderWithDefault" || src.def->stateful;
+      p.input_exclusive.push_back(!persistent &&
+                                  initial_refs[static_cast<std::size_t>(p.input_values[i])] == 1);
+    }
+  }
   const int count = static_cast<int>(nodes.size());
   for (int i = 0; i < count; ++i) {
     PlanNode& p = nodes[static_cast<std::size_t>(i)];

@@ -19,8 +19,12 @@ struct PlanNode {
   const Node* node = nullptr;
   const OpDef* def = nullptr;
   std::vector<int> input_values;  // one per data input
-  int first_value = 0;            // output k is value first_value + k
-  std::vector<int> consumers;     // plan indices, once per edge into them
+  // Per input: this edge is the value's only use (one consumer, not
+  // fetched) and the value is an ordinary intermediate (not a variable,
+  // constant or feed, whose storage lives on).
+  std::vector<bool> input_exclusive;
+  int first_value = 0;         // output k is value first_value + k
+  std::vector<int> consumers;  // plan indices, once per edge into them
   int initial_pending = 0;
   int feed_index = -1;  // >= 0: the output comes from feeds[feed_index]
   // Among nodes ready on one thread, the lowest priority runs first: the

@@ -68,21 +68,31 @@ std::vector<GradAndVar> GradientReducer::add_to_graph(Graph& g, const std::vecto
     return gv[static_cast<std::size_t>(a)].grad.node_id() <
            gv[static_cast<std::size_t>(b)].grad.node_id();
   });
+  // Small gradients are packed together up to the fusion size; a large one
+  // (>= kOwnBucketBytes) gets a bucket of its own, closing the open one
+  // first so bucket order stays readiness order. A bucket of one gradient
+  // is reduced in place, with no packing copies.
   std::vector<int> current;
   std::size_t current_bytes = 0;
+  auto close = [&] {
+    if (!current.empty()) bucket_members_.push_back(current);
+    current.clear();
+    current_bytes = 0;
+  };
   for (int i : order) {
     const std::size_t bytes =
         static_cast<std::size_t>(gv[static_cast<std::size_t>(i)].var.shape().num_elements()) *
         sizeof(float);
-    if (!current.empty() && current_bytes + bytes > options_.fusion_bytes) {
-      bucket_members_.push_back(current);
-      current.clear();
-      current_bytes = 0;
+    if (bytes >= kOwnBucketBytes) {
+      close();
+      bucket_members_.push_back({i});
+      continue;
     }
+    if (!current.empty() && current_bytes + bytes > options_.fusion_bytes) close();
     current.push_back(i);
     current_bytes += bytes;
   }
-  if (!current.empty()) bucket_members_.push_back(current);
+  close();
 
   std::vector<GradAndVar> out = gv;
   buckets_.resize(bucket_members_.size());
@@ -98,7 +108,8 @@ std::vector<GradAndVar> GradientReducer::add_to_graph(Graph& g, const std::vecto
       bucket.outputs.push_back(Tensor::zeros(DType::f32, shape));
       offset += shape.num_elements();
     }
-    bucket.fusion.assign(static_cast<std::size_t>(offset), 0.0f);
+    // Allocated once, on first use (a one-gradient bucket usually needs none).
+    bucket.fusion_floats = static_cast<std::size_t>(offset);
     Node& node = g.add_node("AllreduceBucket", inputs, {{"bucket", static_cast<std::int64_t>(b)}},
                             "allreduce/bucket" + std::to_string(b));
     for (std::size_t k = 0; k < bucket_members_[b].size(); ++k)
@@ -118,8 +129,12 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
     ctx.done(nullptr);
     return;
   }
+  // One gradient that nothing else reads: reduce it where it is.
+  bucket.in_place = ctx.num_inputs() == 1 && ctx.can_overwrite_input(0);
+  if (!bucket.in_place && bucket.fusion.size() != bucket.fusion_floats)
+    bucket.fusion.assign(bucket.fusion_floats, 0.0f);
   // Pack: fusion[offset_k ...] = gradient k
-  for (int k = 0; k < ctx.num_inputs(); ++k) {
+  for (int k = 0; k < ctx.num_inputs() && !bucket.in_place; ++k) {
     const Tensor& g = ctx.input(k);
     RF_CHECK_AS(InternalError,
                 g.num_elements() == bucket.outputs[static_cast<std::size_t>(k)].num_elements(),
@@ -130,7 +145,7 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
   }
   if (timeline_ && timeline_->enabled())
     timeline_->add({"bucket" + std::to_string(b) + " ready", "bucket", steady_now_ns(),
-                    steady_now_ns(), 100, "\"floats\":" + std::to_string(bucket.fusion.size())});
+                    steady_now_ns(), 100, "\"floats\":" + std::to_string(bucket.fusion_floats)});
   {
     std::lock_guard<std::mutex> lock(mu_);
     bucket.pending = &ctx;
@@ -180,12 +195,14 @@ void GradientReducer::reduce(int b) {
   Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
   KernelContext& ctx = *bucket.pending;
   const std::int64_t t0 = steady_now_ns();
+  Tensor grad = bucket.in_place ? ctx.input(0) : Tensor();
+  std::span<float> data = bucket.in_place ? grad.flat<float>() : std::span<float>(bucket.fusion);
   if (comm_.size() > 1 && !skip_allreduce_)
-    collectives::allreduce(comm_, bucket.fusion, collectives::ReduceOp::average,
-                           options_.algorithm);
+    collectives::allreduce(comm_, data, collectives::ReduceOp::average, options_.algorithm);
   const std::int64_t t1 = steady_now_ns();
+  if (bucket.in_place) ctx.set_output(0, grad);
   // Unpack into the persistent gradient tensors and hand them out.
-  for (std::size_t k = 0; k < bucket.outputs.size(); ++k) {
+  for (std::size_t k = 0; k < bucket.outputs.size() && !bucket.in_place; ++k) {
     Tensor& out = bucket.outputs[k];
     Tensor shaped = out.shape() == ctx.input(static_cast<int>(k)).shape()
                         ? out
@@ -197,12 +214,12 @@ void GradientReducer::reduce(int b) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.collectives += comm_.size() > 1 ? 1 : 0;
-    stats_.bytes_reduced += static_cast<std::int64_t>(bucket.fusion.size() * sizeof(float));
+    stats_.bytes_reduced += static_cast<std::int64_t>(data.size_bytes());
     stats_.allreduce_seconds += static_cast<double>(t1 - t0) * 1e-9;
   }
   if (timeline_ && timeline_->enabled())
     timeline_->add({"allreduce bucket" + std::to_string(b), "allreduce", t0, std::max(t1, t0 + 1),
-                    100, "\"bytes\":" + std::to_string(bucket.fusion.size() * sizeof(float))});
+                    100, "\"bytes\":" + std::to_string(data.size_bytes())});
 }
 
 ReducerStats GradientReducer::stats() const {

@@ -64,6 +64,13 @@ class KernelContext {
   const AttrMap& attrs() const { return node_->attrs; }
   int num_inputs() const { return static_cast<int>(inputs_.size()); }
   const Tensor& input(int i) const { return *inputs_.at(static_cast<std::size_t>(i)); }
+  // True when this node is the only reader of input i and no other value
+  // shares its storage: the kernel may then write into it (forward it as an
+  // output) instead of allocating.
+  bool can_overwrite_input(int i) const {
+    const auto k = static_cast<std::size_t>(i);
+    return k < exclusive_.size() && exclusive_[k] && inputs_[k]->use_count() == 1;
+  }
   // Allocates output i with a fully defined shape.
   Tensor& allocate_output(int i, DType dtype, Shape shape);
   void set_output(int i, Tensor t);
@@ -100,6 +107,7 @@ class KernelContext {
   // Set up by the executor.
   const Node* node_ = nullptr;
   std::vector<const Tensor*> inputs_;
+  std::vector<bool> exclusive_;  // per input: this is its only consuming edge
   std::vector<Tensor> outputs_;
   std::function<Tensor&(int)> variable_lookup_;
   std::unique_ptr<KernelState>* state_ = nullptr;

@@ -30,6 +30,10 @@
 
 namespace ringflow::train {
 
+// Gradients at least this large get a bucket of their own: packing them
+// would copy more than it saves in per-collective latency.
+inline constexpr std::size_t kOwnBucketBytes = 256 * 1024;
+
 struct ReducerOptions {
   collectives::Algorithm algorithm = collectives::Algorithm::automatic;
   std::size_t fusion_bytes = 4u << 20;
@@ -70,6 +74,8 @@ class GradientReducer {
  private:
   struct Bucket {
     std::vector<float> fusion;          // persistent fusion buffer
+    std::size_t fusion_floats = 0;      // its size, once allocated
+    bool in_place = false;              // this step: reduced in the gradient's own storage
     std::vector<Tensor> outputs;        // persistent averaged gradients
     std::vector<std::int64_t> offsets;  // of each gradient in `fusion`
     KernelContext* pending = nullptr;   // handed over, not yet reduced
