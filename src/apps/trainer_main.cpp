@@ -84,7 +84,7 @@ void add_flags(CLI::App& app, rt::TrainConfig& c, std::string& hidden) {
       ->capture_default_str();
   auto* ex = app.add_option_group("Execution");
   ex->add_option("--threads", c.threads,
-                 "Executor threads per rank (0 = the node's cores / its ranks)")
+                 "Executor threads per rank (default: the node's cores / its ranks)")
       ->capture_default_str();
   ex->add_option("--allreduce", c.allreduce,
                  "Gradient allreduce: ring | mpi | auto (by message size)")
@@ -194,6 +194,10 @@ int main(int argc, char** argv) {
   }
   try {
     config.model.hidden = parse_hidden(hidden);
+    // 0 is the internal "not given" default (node cores / ranks on the node);
+    // given explicitly, the thread count must be positive.
+    RF_CHECK(app.count("--threads") == 0 || config.threads > 0, "--threads: ", config.threads,
+             " must be > 0; leave it out for the node's cores divided by its ranks");
     rt::validate(config, comm.size());
   } catch (const ringflow::Error& e) {
     if (rank == 0) std::cerr << "trainer: error: " << e.what() << "\n";

@@ -84,7 +84,11 @@ std::string to_toml(const TrainConfig& c) {
   num("epochs", c.epochs);
   num("max-steps", c.max_steps);
   num("seed", c.seed);
-  num("threads", c.threads);
+  if (c.threads > 0) {
+    num("threads", c.threads);
+  } else {
+    os << "# threads: the node's cores divided by its ranks\n";
+  }
   str("allreduce", c.allreduce);
   num("fusion-mb", c.fusion_mb);
   flag("overlap", c.overlap);

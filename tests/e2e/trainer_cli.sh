@@ -25,6 +25,7 @@ case $case in
       expect_error 2 "--bogus" "${launcher[@]}" "$trainer" "${small[@]}" --bogus
       expect_error 2 "--model" "${launcher[@]}" "$trainer" "${small[@]}" --model resnet
       expect_error 2 "--threads" "${launcher[@]}" "$trainer" "${small[@]}" --threads -2
+      expect_error 2 "--threads" "${launcher[@]}" "$trainer" "${small[@]}" --threads 0
       expect_error 2 "--lr" "${launcher[@]}" "$trainer" "${small[@]}" --lr 0
       expect_error 2 "--lr" "${launcher[@]}" "$trainer" "${small[@]}" --lr -1
       expect_error 2 "no-such.toml" "${launcher[@]}" "$trainer" --config "$tmp/no-such.toml"
