@@ -240,8 +240,10 @@ int main(int argc, char** argv) {
               << comm.local_size() << ", " << trainer->threads() << " threads\n";
 
   try {
-    // A live step counter when a person is watching (stdout is a terminal).
-    if (rank == 0 && !quiet && isatty(STDOUT_FILENO)) {
+    // A live step counter when a person is watching. mpirun hands rank 0 a
+    // pseudo-terminal for stdout even when its own output goes to a file, but
+    // forwards stderr through a pipe: require both to be terminals.
+    if (rank == 0 && !quiet && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO)) {
       auto last = std::chrono::steady_clock::now();
       trainer->set_progress([last](std::int64_t step, std::int64_t steps) mutable {
         const auto now = std::chrono::steady_clock::now();
