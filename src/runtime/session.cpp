@@ -24,6 +24,29 @@ int available_cores() {
   return std::max(1, tbb::info::default_concurrency());
 }
 
+namespace {
+
+// Sets FTZ/DAZ on the calling thread while it lives and then restores the
+// thread's previous MXCSR: the caller's own floating-point mode is left alone.
+class FlushDenormalsHere {
+ public:
+  explicit FlushDenormalsHere(bool on) : saved_(_mm_getcsr()), on_(on) {
+    if (on_) _mm_setcsr(saved_ | kFtzDaz);
+  }
+  ~FlushDenormalsHere() {
+    if (on_) _mm_setcsr(saved_);
+  }
+  FlushDenormalsHere(const FlushDenormalsHere&) = delete;
+  FlushDenormalsHere& operator=(const FlushDenormalsHere&) = delete;
+
+ private:
+  static constexpr unsigned kFtzDaz = 0x8040;  // MXCSR flush-to-zero | denormals-are-zero
+  unsigned saved_;
+  bool on_;
+};
+
+}  // namespace
+
 // Denormal floats (tiny gradients early in training) are 10-100x slower on
 // x86; flushing them to zero is what training frameworks do. MXCSR is per
 // thread, so every thread that joins the session's arena sets it.
@@ -39,6 +62,10 @@ class FlushDenormals : public tbb::task_scheduler_observer {
 
 struct Session::ArenaHolder {
   ArenaHolder(int n, bool flush) : arena(n) {
+    // The arena's default task context captures the floating-point settings
+    // of the thread that initialises it, and its tasks run with them.
+    FlushDenormalsHere ftz(flush);
+    arena.initialize();
     if (flush) observer = std::make_unique<FlushDenormals>(arena);
   }
   tbb::task_arena arena;
@@ -60,6 +87,7 @@ std::vector<Tensor> Session::run(const std::vector<Output>& fetches, const FeedL
                                  const std::vector<Output>& targets) {
   std::lock_guard<std::mutex> lock(run_mu_);
   const Plan& plan = plan_for(fetches, feeds, targets);
+  FlushDenormalsHere ftz(options_.flush_denormals);
   Executor exec(*this, plan, feeds, arena_->arena);
   try {
     auto out = exec.run();

@@ -253,3 +253,43 @@ TEST(Executor, AsyncKernelsCompleteFromAnotherThread) {
 
 }  // namespace
 }  // namespace ringflow
+
+namespace ringflow {
+namespace {
+
+// Kernels run with denormals flushed to zero (FTZ/DAZ) on every thread count,
+// and the calling thread's own floating-point mode is left as it was.
+TEST(Executor, KernelsFlushDenormalsAndCallerModeIsKept) {
+  ops::ensure_registered();
+  static bool registered = [] {
+    OpRegistry::global().add(
+        {.name = "TestMxcsr",
+         .shape_fn = [](ShapeContext& c) { c.set_output(0, DType::f32, Shape{}); },
+         .kernel =
+             [](KernelContext& c) {
+               // 1e-40f is a denormal: DAZ reads it as 0.
+               volatile float tiny = 1e-40f;
+               c.allocate_output(0, DType::f32, Shape{}).data<float>()[0] =
+                   tiny * 1.0f == 0.0f ? 1.0f : 0.0f;
+             }});
+    return true;
+  }();
+  (void)registered;
+  Graph g;
+  auto y = g.add_op("TestMxcsr", {g.scalar(1.0f)});
+  const float denormal_before = [] {
+    volatile float tiny = 1e-40f;
+    return tiny * 1.0f;
+  }();
+  for (int threads : {1, 2}) {
+    Session s(g, {.num_threads = threads});
+    EXPECT_EQ(s.run({y})[0].scalar_value(), 1.0f)
+        << "denormals not flushed with " << threads << " threads";
+  }
+  volatile float tiny = 1e-40f;
+  EXPECT_EQ(tiny * 1.0f, denormal_before);  // the caller still sees denormals as before
+  EXPECT_NE(denormal_before, 0.0f);
+}
+
+}  // namespace
+}  // namespace ringflow
