@@ -6,7 +6,7 @@
 # step time with allreduce minus step time without, and its share of the step.
 #
 # Knobs (environment):
-#   RF_BUILD_DIR  build directory with trainer and ringflow-data (default build/)
+#   RF_BUILD_DIR  build directory with trainer and ringflow-data (default .build/)
 #   RF_DATA       Fashion-MNIST in ringflow HDF5 (imported if missing)
 #   RF_MODELS     models to run (default "mlp cnn-small cnn")
 #   RF_ROWS_MLP, RF_ROWS_CNN     train rows per epoch (default 60000 and 7680)

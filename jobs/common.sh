@@ -2,7 +2,7 @@
 # Source it; it defines functions only.
 
 RF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RF_BUILD_DIR="${RF_BUILD_DIR:-$RF_ROOT/build}"
+RF_BUILD_DIR="${RF_BUILD_DIR:-$RF_ROOT/.build}"
 
 # The Debian packages ringflow builds, tests and trains with.
 RF_PACKAGES=(

@@ -7,8 +7,8 @@
 #   RF_NP        ranks (default 2)
 #   RF_MODEL     logreg | mlp | cnn | cnn-small (default mlp)
 #   RF_EPOCHS    passes over the train split (default 10)
-#   RF_DATA      where the imported data set goes (default build/data/fashion-mnist.h5)
-#   RF_BUILD_DIR build directory (default build/)
+#   RF_DATA      where the imported data set goes (default .build/data/fashion-mnist.h5)
+#   RF_BUILD_DIR build directory (default .build/)
 # Extra arguments go to the trainer, e.g. jobs/quickstart.sh --lr 0.1 --timeline trace.json
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -3,7 +3,7 @@
 # CTest. Its exit status is the suite's.
 #
 # Knobs (environment):
-#   RF_BUILD_DIR   build directory (default: build/ at the repo root)
+#   RF_BUILD_DIR   build directory (default: .build/ at the repo root, hidden so the top level stays the source layout)
 #   RF_BUILD_TYPE  CMake build type (default: Release)
 #   RF_WERROR      ON to make compiler warnings errors (CI sets it)
 #   RF_SANITIZE    '' | address | thread
