@@ -70,10 +70,13 @@ std::vector<Tensor> Executor::run() {
   for (int v : plan_.fetch_values) {
     Tensor t = values_[static_cast<std::size_t>(v)];
     // A fetched variable is copied: the caller's value must not change when
-    // a later run updates the variable in place.
+    // a later run updates the variable in place. Only a shared buffer can be
+    // a variable's (the session holds one handle), so the common case, a
+    // fresh intermediate such as the loss, skips the search.
     bool aliases_variable = false;
-    for (auto& [name, var] : session_.variables())
-      aliases_variable = aliases_variable || (t.valid() && t.shares_storage_with(*var));
+    if (t.valid() && t.use_count() > 1)
+      for (const auto& [id, var] : session_.variables_)
+        aliases_variable = aliases_variable || t.shares_storage_with(var);
     out.push_back(aliases_variable ? t.clone() : t);
   }
   return out;

@@ -2,10 +2,8 @@
 
 #include <sched.h>
 
-#include <pmmintrin.h>
 #include <tbb/info.h>
 #include <tbb/task_arena.h>
-#include <tbb/task_scheduler_observer.h>
 #include <xmmintrin.h>
 
 #include "executor.h"
@@ -48,28 +46,16 @@ class FlushDenormalsHere {
 }  // namespace
 
 // Denormal floats (tiny gradients early in training) are 10-100x slower on
-// x86; flushing them to zero is what training frameworks do. MXCSR is per
-// thread, so every thread that joins the session's arena sets it.
-class FlushDenormals : public tbb::task_scheduler_observer {
- public:
-  explicit FlushDenormals(tbb::task_arena& a) : tbb::task_scheduler_observer(a) { observe(true); }
-  ~FlushDenormals() override { observe(false); }
-  void on_scheduler_entry(bool) override {
-    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
-    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
-  }
-};
-
+// x86; flushing them to zero is what training frameworks do. The arena's
+// default task context captures the floating-point settings of the thread
+// that initialises it, and every task of the arena runs with them on any
+// thread, so FTZ/DAZ set here reaches every kernel.
 struct Session::ArenaHolder {
   ArenaHolder(int n, bool flush) : arena(n) {
-    // The arena's default task context captures the floating-point settings
-    // of the thread that initialises it, and its tasks run with them.
     FlushDenormalsHere ftz(flush);
     arena.initialize();
-    if (flush) observer = std::make_unique<FlushDenormals>(arena);
   }
   tbb::task_arena arena;
-  std::unique_ptr<FlushDenormals> observer;
 };
 
 Session::Session(Graph& graph, SessionOptions options)
@@ -87,7 +73,6 @@ std::vector<Tensor> Session::run(const std::vector<Output>& fetches, const FeedL
                                  const std::vector<Output>& targets) {
   std::lock_guard<std::mutex> lock(run_mu_);
   const Plan& plan = plan_for(fetches, feeds, targets);
-  FlushDenormalsHere ftz(options_.flush_denormals);
   Executor exec(*this, plan, feeds, arena_->arena);
   try {
     auto out = exec.run();

@@ -24,12 +24,9 @@ void sum_across_ranks(collectives::Communicator& comm, std::vector<double>& v) {
 // is below `rows` (the --train-rows subset) and shrinks the split to it.
 void limit_rows(datasets::Shard& s, std::int64_t rows) {
   if (rows <= 0 || rows >= s.total_rows) return;
+  // With strided shards the rows below `rows` are a prefix of each shard
+  // (the constructor rejects --train-rows with contiguous shards).
   s.rows = datasets::shard_rows(rows, s.rank, s.num_ranks, s.mode);
-  // Strided: the kept rows are a prefix of the shard. Contiguous: recompute
-  // from the original block (a prefix as well when rank r's block starts
-  // at or after the original one, which holds for [rN/T ...) blocks).
-  RF_CHECK_AS(InternalError, s.mode == datasets::ShardMode::kStrided,
-              "--train-rows needs --shard strided");
   s.total_rows = rows;
   s.x.resize(static_cast<std::size_t>(s.rows.count * s.row_size));
   s.y.resize(static_cast<std::size_t>(s.rows.count));
@@ -220,7 +217,6 @@ std::vector<EpochMetrics> Trainer::run(const std::function<void(const EpochMetri
   const int epochs = static_cast<int>((total_steps + spe - 1) / spe);
   std::vector<EpochMetrics> history;
   const auto start = std::chrono::steady_clock::now();
-  double train_seconds = 0;
   for (int e = 0; e < epochs; ++e) {
     const auto t0 = std::chrono::steady_clock::now();
     const double ar0 = reducer_->stats().allreduce_seconds;
@@ -232,7 +228,6 @@ std::vector<EpochMetrics> Trainer::run(const std::function<void(const EpochMetri
     }
     const auto t1 = std::chrono::steady_clock::now();
     const double secs = std::chrono::duration<double>(t1 - t0).count();
-    train_seconds += secs;
     std::vector<double> totals{loss, static_cast<double>(steps)};
     sum_across_ranks(comm_, totals);
     EpochMetrics m;
@@ -254,7 +249,6 @@ std::vector<EpochMetrics> Trainer::run(const std::function<void(const EpochMetri
     history.push_back(m);
     if (on_epoch) on_epoch(m);
   }
-  (void)train_seconds;
   return history;
 }
 
