@@ -93,6 +93,12 @@ void BatchIterator::start_epoch(int64_t epoch) {
   if (shuffle_) order_ = shard_permutation(shard_.num_rows(), seed_, epoch, shard_.rank);
 }
 
+void BatchIterator::seek(int64_t step) {
+  RF_CHECK(step >= 0 && step <= steps_per_epoch_, "BatchIterator::seek: step ", step,
+           " is outside the epoch's ", steps_per_epoch_, " steps");
+  step_ = step;
+}
+
 bool BatchIterator::next(std::span<float> x, std::span<int32_t> y) {
   const int64_t row_size = shard_.row_size;
   RF_CHECK(static_cast<int64_t>(x.size()) == local_batch_ * row_size &&

@@ -105,6 +105,10 @@ void write_int32_attr(hid_t obj, const char* name, int32_t value) {
   write_scalar_attr(obj, name, H5T_STD_I32LE, H5T_NATIVE_INT32, &value);
 }
 
+void write_int64_attr(hid_t obj, const char* name, int64_t value) {
+  write_scalar_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
 void write_float32_attr(hid_t obj, const char* name, float value) {
   write_scalar_attr(obj, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &value);
 }

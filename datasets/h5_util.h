@@ -96,6 +96,7 @@ std::optional<int64_t> read_int_attr(hid_t obj, const char* name, const std::str
 std::optional<double> read_float_attr(hid_t obj, const char* name, const std::string& where);
 void write_string_attr(hid_t obj, const char* name, const std::string& value);
 void write_int32_attr(hid_t obj, const char* name, int32_t value);
+void write_int64_attr(hid_t obj, const char* name, int64_t value);
 void write_float32_attr(hid_t obj, const char* name, float value);
 
 }  // namespace ringflow::datasets::h5

@@ -4,11 +4,13 @@
 //   trainer --config run.toml            (one rank, no launcher)
 //
 // Exit codes: 0 success, 1 bad input or a failure while training (the
-// message names the file, flag or rank), 2 bad command line.
+// message names the file, flag or rank), 2 bad command line, 75 stopped by
+// SIGTERM or SIGUSR1 after writing a checkpoint (requeue and --resume).
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -104,6 +106,26 @@ void add_flags(CLI::App& app, rt::TrainConfig& c, std::string& hidden) {
       ->capture_default_str();
   out->add_option("--log-level", c.log_level, "error | warn | info | debug ([rank r] lines)")
       ->capture_default_str();
+  auto* ck = app.add_option_group("Checkpoints and failures");
+  ck->add_option("--checkpoint-dir", c.checkpoint_dir,
+                 "Write checkpoints here (created if missing); one is always written at the end "
+                 "and on SIGTERM/SIGUSR1");
+  ck->add_option("--checkpoint-every", c.checkpoint_every,
+                 "Also checkpoint every N steps (500) or N seconds of wall time (600s)");
+  ck->add_option("--keep-checkpoints", c.keep_checkpoints, "Keep the newest K checkpoints")
+      ->capture_default_str();
+  ck->add_flag("--resume", c.resume,
+               "Continue from the newest valid checkpoint in --checkpoint-dir (start at step 0 "
+               "if there is none)");
+  ck->add_option("--stall-timeout", c.stall_timeout,
+                 "Abort the job when a wait on other ranks lasts longer than this many seconds "
+                 "(0 = never)")
+      ->capture_default_str();
+  // Fault injection for the test suite; hidden from --help.
+  ck->add_option("--test-nan-step", c.test_nan_step)->group("");
+  ck->add_option("--test-step-delay-ms", c.test_step_delay_ms)->group("");
+  ck->add_option("--test-delay-rank", c.test_delay_rank)->group("");
+  ck->add_option("--test-crash-in-checkpoint", c.test_crash_in_checkpoint)->group("");
 }
 
 std::vector<std::int64_t> parse_hidden(const std::string& s) {
@@ -135,13 +157,16 @@ std::string fmt_seconds(double s) {
 
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const std::string& path)
+  // append: a resumed run adds to the file of the run it continues.
+  MetricsWriter(const std::string& path, bool append)
       : csv_(path.size() >= 4 && path.substr(path.size() - 4) == ".csv") {
     if (path.empty()) return;
-    f_.open(path);
+    std::ifstream existing(path);
+    const bool has_lines = append && existing.good() && existing.peek() != EOF;
+    f_.open(path, append ? std::ios::app : std::ios::trunc);
     RF_CHECK_AS(IoError, f_.good(), "--metrics: cannot write '", path,
                 "'; check the directory exists and is writable");
-    if (csv_)
+    if (csv_ && !has_lines)
       f_ << "epoch,steps,train_loss,test_loss,test_accuracy,samples_per_second,elapsed_seconds,"
             "allreduce_seconds\n";
   }
@@ -172,6 +197,8 @@ class MetricsWriter {
 int main(int argc, char** argv) {
   rc::MpiEnvironment env(&argc, &argv);
   rc::Communicator comm;
+  // From here on SIGTERM and SIGUSR1 stop the run at a step boundary.
+  rt::install_stop_signal_handlers();
   const int rank = comm.rank();
 
   rt::TrainConfig config;
@@ -212,7 +239,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<MetricsWriter> metrics;
   int ok = 1;
   try {
-    if (rank == 0) metrics = std::make_unique<MetricsWriter>(config.metrics);
+    if (rank == 0) metrics = std::make_unique<MetricsWriter>(config.metrics, config.resume);
     trainer = std::make_unique<rt::Trainer>(config, comm);
   } catch (const ringflow::Error& e) {
     std::cerr << (comm.size() > 1 ? "rank " + std::to_string(rank) + ": "
@@ -268,14 +295,32 @@ int main(int argc, char** argv) {
           fmt_seconds(m.eta_seconds).c_str());
       std::cout << line << std::flush;
     });
-    const auto [loss, acc] = trainer->evaluate();
     if (!config.timeline.empty()) trainer->write_timeline(config.timeline);
+    if (const int sig = trainer->stop_signal(); sig != 0) {
+      if (rank == 0) {
+        std::cout << "stopped by " << (sig == SIGTERM ? "SIGTERM" : "SIGUSR1") << " after step "
+                  << trainer->step() << "; "
+                  << (trainer->last_checkpoint().empty()
+                          ? std::string("no --checkpoint-dir, nothing saved")
+                          : "checkpoint '" + trainer->last_checkpoint() + "' written")
+                  << "; exit " << rt::kExitStopped << " (run again with --resume to continue)\n"
+                  << std::flush;
+      }
+      return rt::kExitStopped;
+    }
+    const auto [loss, acc] = trainer->evaluate();
     if (rank == 0) {
-      char line[128];
-      std::snprintf(line, sizeof line, "final test accuracy: %.2f%% (test loss %.4f)\n",
-                    100.0 * acc, loss);
+      char line[160];
+      std::snprintf(line, sizeof line,
+                    "final test accuracy: %.2f%% (test loss %.4f)\nmodel checksum: %016llx\n",
+                    100.0 * acc, loss, static_cast<unsigned long long>(trainer->variables_hash()));
       std::cout << line << std::flush;
     }
+  } catch (const rt::AgreedError& e) {
+    // Every rank raised this at the same point: no rank is inside a
+    // collective, so exit cleanly instead of aborting the job.
+    if (rank == 0) std::cerr << "trainer: error: " << e.what() << "\n";
+    return kExitFailure;
   } catch (const std::exception& e) {
     // A failure mid-training may leave other ranks inside a collective: take
     // the whole job down rather than let them hang.

@@ -107,7 +107,12 @@ void dropout_kernel(KernelContext& c) {
   }
   Tensor& y = c.allocate_output(0, DType::f32, x.shape());
   const auto seed = static_cast<std::uint64_t>(c.attrs().get_int("seed"));
-  const std::uint64_t stream = c.run_count();  // a fresh mask each run, reproducibly
+  // A fresh mask each run, reproducibly: keyed by the optional stream input
+  // (the trainer feeds step and rank) or else by how often the node ran.
+  const std::uint64_t stream =
+      c.num_inputs() == 3 ? static_cast<std::uint64_t>(
+                                static_cast<std::uint32_t>(c.input(2).data<std::int32_t>()[0]))
+                          : c.run_count();
   const float keep_scale = 1.0f / (1.0f - rate);
   const float* px = x.data<float>();
   float* py = y.data<float>();
@@ -169,10 +174,13 @@ void register_nn_ops(OpRegistry& r) {
   r.add({.name = "Dropout",
          .shape_fn =
              [](ShapeContext& c) {
-               c.expect_inputs(2);
+               if (c.num_inputs() != 2) c.expect_inputs(3);
                c.expect_dtype(0, DType::f32);
                if (c.in_shape(1).rank() != 0)
                  c.fail("the training switch ", c.in_desc(1), " must be a scalar");
+               if (c.num_inputs() == 3 &&
+                   (c.in_dtype(2) != DType::i32 || c.in_shape(2).rank() != 0))
+                 c.fail("the mask stream ", c.in_desc(2), " must be an i32 scalar");
                const float rate = c.attrs().get_float("rate");
                if (!(rate >= 0.0f && rate < 1.0f)) c.fail("rate ", rate, " must be in [0, 1)");
                c.set_output(0, DType::f32, c.in_shape(0));
@@ -182,7 +190,9 @@ void register_nn_ops(OpRegistry& r) {
          // dy/dx = mask (0 or 1 / (1 - rate))
          .grad =
              [](GradContext& g) {
-               return std::vector<Output>{mul(g.grad(0), g.output(1)), Output()};
+               std::vector<Output> grads{mul(g.grad(0), g.output(1)), Output()};
+               if (g.node.inputs.size() == 3) grads.emplace_back();
+               return grads;
              }});
 }
 
@@ -196,9 +206,11 @@ Output softmax(Output logits) {
 Output sparse_softmax_cross_entropy_with_logits(Output logits, Output labels) {
   return ops::make_op("SparseSoftmaxCrossEntropyWithLogits", {logits, labels});
 }
-Output dropout(Output x, float rate, Output training, std::uint64_t seed) {
+Output dropout(Output x, float rate, Output training, std::uint64_t seed, Output stream) {
+  std::vector<Output> inputs{x, training};
+  if (stream.valid()) inputs.push_back(stream);
   return ops::make_op(
-      "Dropout", {x, training},
+      "Dropout", inputs,
       {{"rate", static_cast<double>(rate)}, {"seed", static_cast<std::int64_t>(seed)}});
 }
 

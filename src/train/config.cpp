@@ -1,6 +1,7 @@
 #include "ringflow/train/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "ringflow/base/error.h"
@@ -14,6 +15,28 @@ bool one_of(const std::string& v, std::initializer_list<const char*> options) {
 }
 
 }  // namespace
+
+CheckpointEvery parse_checkpoint_every(const std::string& s) {
+  CheckpointEvery e;
+  if (s.empty()) return e;
+  const bool secs = s.back() == 's';
+  const std::string num = secs ? s.substr(0, s.size() - 1) : s;
+  std::size_t used = 0;
+  double v = -1;
+  try {
+    v = std::stod(num, &used);
+  } catch (...) {
+    used = 0;
+  }
+  RF_CHECK(used == num.size() && !num.empty() && v > 0 && (secs || v == std::floor(v)),
+           "--checkpoint-every: '", s,
+           "' is not a positive number of steps (e.g. 500) or seconds (e.g. 600s)");
+  if (secs)
+    e.seconds = v;
+  else
+    e.steps = static_cast<std::int64_t>(v);
+  return e;
+}
 
 void validate(const TrainConfig& c, int n) {
   RF_CHECK(!c.data.empty(),
@@ -55,6 +78,14 @@ void validate(const TrainConfig& c, int n) {
   RF_CHECK(c.timeline_steps >= 0, "--timeline-steps: ", c.timeline_steps, " must be >= 0");
   RF_CHECK(one_of(c.log_level, {"error", "warn", "info", "debug"}), "--log-level: '", c.log_level,
            "' is not error, warn, info or debug");
+  parse_checkpoint_every(c.checkpoint_every);
+  RF_CHECK(c.checkpoint_dir.empty() == false || c.checkpoint_every.empty(),
+           "--checkpoint-every needs --checkpoint-dir");
+  RF_CHECK(!c.resume || !c.checkpoint_dir.empty(),
+           "--resume needs --checkpoint-dir (the directory to resume from)");
+  RF_CHECK(c.keep_checkpoints >= 1, "--keep-checkpoints: ", c.keep_checkpoints, " must be >= 1");
+  RF_CHECK(c.stall_timeout >= 0, "--stall-timeout: ", c.stall_timeout,
+           " must be >= 0 seconds (0 turns the watchdog off)");
 }
 
 std::string to_toml(const TrainConfig& c) {
@@ -96,6 +127,11 @@ std::string to_toml(const TrainConfig& c) {
   str("timeline", c.timeline);
   num("timeline-steps", c.timeline_steps);
   str("log-level", c.log_level);
+  str("checkpoint-dir", c.checkpoint_dir);
+  str("checkpoint-every", c.checkpoint_every);
+  num("keep-checkpoints", c.keep_checkpoints);
+  flag("resume", c.resume);
+  num("stall-timeout", c.stall_timeout);
   return os.str();
 }
 

@@ -67,6 +67,7 @@ Model build_model(Graph& g, const ModelSpec& spec, const std::vector<std::int64_
   m.x = g.placeholder("x", Shape(x_shape));
   m.y = g.placeholder("y", {-1}, DType::i32);
   m.training = placeholder_with_default(g, "training", Tensor::scalar(0.0f));
+  m.dropout_stream = placeholder_with_default(g, "dropout_stream", Tensor::scalar_i32(0));
   Builder b(g, spec.seed);
   const std::int64_t features = product(feature_shape);
   Output flat = reshape(m.x, {-1, features});
@@ -98,7 +99,8 @@ Model build_model(Graph& g, const ModelSpec& spec, const std::vector<std::int64_
     Output h2 = max_pool2d(relu(b.conv("conv2", h1, small ? 32 : 64, 5)), 2, 2, Padding::valid);
     Output f = reshape(h2, {-1, (h / 4) * (w / 4) * (small ? 32 : 64)});
     Output d = relu(b.dense("dense", f, small ? 128 : 1024));
-    if (!small && spec.dropout > 0) d = dropout(d, spec.dropout, m.training, b.next_seed());
+    if (!small && spec.dropout > 0)
+      d = dropout(d, spec.dropout, m.training, b.next_seed(), m.dropout_stream);
     m.logits = b.dense("logits", d, num_classes);
   }
   Output xent = sparse_softmax_cross_entropy_with_logits(m.logits, m.y);

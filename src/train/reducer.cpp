@@ -1,6 +1,7 @@
 #include "ringflow/train/reducer.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,20 @@
 #include "ringflow/ops/ops.h"
 
 namespace ringflow::train {
+
+namespace {
+
+// True when every value is finite: the exponent bits of NaN and Inf are all
+// ones. Integer tests, so the loop vectorises without fast-math.
+bool all_finite(std::span<const float> v) {
+  std::uint32_t bad = 0;
+  for (float x : v)
+    bad |=
+        static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(x) & 0x7f800000u) == 0x7f800000u);
+  return bad == 0;
+}
+
+}  // namespace
 
 void register_train_ops() {
   static const bool registered = [] {
@@ -95,6 +110,8 @@ std::vector<GradAndVar> GradientReducer::add_to_graph(Graph& g, const std::vecto
   close();
 
   std::vector<GradAndVar> out = gv;
+  for (const auto& pair : gv) var_names_.push_back(pair.var.name());
+  nonfinite_.assign(gv.size(), 0);
   buckets_.resize(bucket_members_.size());
   for (std::size_t b = 0; b < bucket_members_.size(); ++b) {
     std::vector<Output> inputs;
@@ -126,6 +143,7 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
     // One rank: the average of one gradient is itself. Pass the tensors
     // through, with no copies and no trip to the communication thread.
     for (int k = 0; k < ctx.num_inputs(); ++k) ctx.set_output(k, ctx.input(k));
+    check_finite(b, {}, &ctx);
     ctx.done(nullptr);
     return;
   }
@@ -197,9 +215,20 @@ void GradientReducer::reduce(int b) {
   const std::int64_t t0 = steady_now_ns();
   Tensor grad = bucket.in_place ? ctx.input(0) : Tensor();
   std::span<float> data = bucket.in_place ? grad.flat<float>() : std::span<float>(bucket.fusion);
-  if (comm_.size() > 1 && !skip_allreduce_)
+  if (comm_.size() > 1 && !skip_allreduce_) {
+    if (options_.watch != nullptr)
+      options_.watch->begin(StallWatch::kComm,
+                            "the allreduce of gradient bucket " + std::to_string(b) + " at step " +
+                                std::to_string(step_.load(std::memory_order_relaxed) + 1) +
+                                " (rank " + std::to_string(comm_.rank()) +
+                                " waits on its ring neighbour, rank " +
+                                std::to_string((comm_.rank() + comm_.size() - 1) % comm_.size()) +
+                                ", or a rank before it)");
     collectives::allreduce(comm_, data, collectives::ReduceOp::average, options_.algorithm);
+    if (options_.watch != nullptr) options_.watch->end(StallWatch::kComm);
+  }
   const std::int64_t t1 = steady_now_ns();
+  check_finite(b, data, bucket.in_place ? &ctx : nullptr);
   if (bucket.in_place) ctx.set_output(0, grad);
   // Unpack into the persistent gradient tensors and hand them out.
   for (std::size_t k = 0; k < bucket.outputs.size() && !bucket.in_place; ++k) {
@@ -220,6 +249,34 @@ void GradientReducer::reduce(int b) {
   if (timeline_ && timeline_->enabled())
     timeline_->add({"allreduce bucket" + std::to_string(b), "allreduce", t0, std::max(t1, t0 + 1),
                     100, "\"bytes\":" + std::to_string(data.size_bytes())});
+}
+
+void GradientReducer::check_finite(int b, std::span<const float> data,
+                                   const KernelContext* inputs) {
+  const auto& members = bucket_members_[static_cast<std::size_t>(b)];
+  const Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
+  for (std::size_t k = 0; k < members.size(); ++k) {
+    std::span<const float> v;
+    if (inputs != nullptr) {
+      v = inputs->input(static_cast<int>(k)).flat<float>();
+    } else {
+      v = data.subspan(static_cast<std::size_t>(bucket.offsets[k]),
+                       static_cast<std::size_t>(bucket.outputs[k].num_elements()));
+    }
+    if (all_finite(v)) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    nonfinite_[static_cast<std::size_t>(members[k])] = 1;
+  }
+}
+
+std::vector<std::string> GradientReducer::take_nonfinite() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < nonfinite_.size(); ++i) {
+    if (nonfinite_[i] != 0) out.push_back(var_names_[i]);
+    nonfinite_[i] = 0;
+  }
+  return out;
 }
 
 ReducerStats GradientReducer::stats() const {

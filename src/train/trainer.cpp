@@ -3,6 +3,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+#include <thread>
 
 #include "ringflow/datasets/format.h"
 #include "ringflow/graph/gradients.h"
@@ -70,6 +74,15 @@ Trainer::Trainer(const TrainConfig& config, collectives::Communicator& comm)
   } else {
     opt = std::make_unique<Adam>(lr_, 0.9f, 0.999f, 1e-8f, config_.weight_decay);
   }
+  every_ = parse_checkpoint_every(config_.checkpoint_every);
+  if (!config_.checkpoint_dir.empty() && comm_.rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(config_.checkpoint_dir, ec);
+    RF_CHECK_AS(IoError, !ec && std::filesystem::is_directory(config_.checkpoint_dir),
+                "--checkpoint-dir: cannot create directory '", config_.checkpoint_dir,
+                "': ", ec.message());
+  }
+  watch_ = std::make_unique<StallWatch>(comm_, config_.stall_timeout);
   const auto vars = graph_.trainable_variables();
   const auto grads = gradients(model_.loss, vars);
   std::vector<GradAndVar> pairs;
@@ -78,7 +91,8 @@ Trainer::Trainer(const TrainConfig& config, collectives::Communicator& comm)
       comm_,
       ReducerOptions{.algorithm = collectives::parse_algorithm(config_.allreduce),
                      .fusion_bytes = static_cast<std::size_t>(config_.fusion_mb * 1024 * 1024),
-                     .overlap = config_.overlap},
+                     .overlap = config_.overlap,
+                     .watch = watch_.get()},
       &timeline_);
   const auto reduced = reducer_->add_to_graph(graph_, pairs);
   train_op_ = opt->apply_gradients(reduced, "train");
@@ -145,6 +159,7 @@ float Trainer::learning_rate_at(std::int64_t step) const {
 double Trainer::one_step() {
   if (!epoch_started_) {
     batches_->start_epoch(epoch_);
+    batches_->seek(std::exchange(resume_position_, 0));
     epoch_started_ = true;
   }
   if (!batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>())) {
@@ -154,23 +169,217 @@ double Trainer::one_step() {
                 batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>()),
                 "an epoch with no steps");
   }
+  if (config_.test_nan_step == step_ + 1 && comm_.rank() == comm_.size() - 1)
+    x_batch_.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
   timeline_.set_enabled(!config_.timeline.empty() && step_ < config_.timeline_steps);
+  reducer_->set_step(step_);
   const std::int64_t t0 = steady_now_ns();
+  // Dropout masks differ between ranks and steps, and a resumed run draws
+  // the same ones as an uninterrupted run (the stream wraps at 2^32).
+  const auto stream = static_cast<std::int32_t>(static_cast<std::uint32_t>(
+      static_cast<std::uint64_t>(step_) * static_cast<std::uint64_t>(comm_.size()) +
+      static_cast<std::uint64_t>(comm_.rank())));
   auto out = session_->run({model_.loss},
                            {{model_.x, x_batch_},
                             {model_.y, y_batch_},
                             {lr_, Tensor::scalar(learning_rate_at(step_))},
-                            {model_.training, Tensor::scalar(1.0f)}},
+                            {model_.training, Tensor::scalar(1.0f)},
+                            {model_.dropout_stream, Tensor::scalar_i32(stream)}},
                            {train_op_});
   if (timeline_.enabled())
     timeline_.add({"step " + std::to_string(step_), "step", t0, steady_now_ns(), 101, ""});
   ++step_;
-  return out[0].scalar_value();
+  const double loss = out[0].scalar_value();
+  if (config_.test_step_delay_ms > 0 &&
+      (config_.test_delay_rank < 0 || config_.test_delay_rank == comm_.rank()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(config_.test_step_delay_ms));
+  after_step(loss);
+  return loss;
+}
+
+void Trainer::after_step(double loss) {
+  const auto bad = reducer_->take_nonfinite();
+  const StepDecision d = agreement_->agree(step_ - 1, {.nonfinite_loss = !std::isfinite(loss)});
+  const std::string kept = last_checkpoint_.empty()
+                               ? std::string("no checkpoint was written")
+                               : "the last checkpoint, '" + last_checkpoint_ + "', is intact";
+  // The averaged gradients are the same on every rank, and the loss flags
+  // went through the agreement: every rank raises here, at the same step.
+  RF_CHECK_AS(train::AgreedError, bad.empty(), "step ", step_,
+              ": the averaged gradient of variable '", bad.empty() ? "" : bad.front(),
+              "' is NaN or Inf",
+              bad.size() > 1 ? " (" + std::to_string(bad.size()) + " variables affected)" : "",
+              "; training stopped before the bad update was saved and ", kept,
+              ". Lower --lr, add --warmup-epochs, or check the data for NaN");
+  RF_CHECK_AS(train::AgreedError, d.nonfinite_rank < 0, "step ", step_, ": the loss on rank ",
+              d.nonfinite_rank, " is NaN or Inf; training stopped and ", kept,
+              ". Lower --lr or check the data for NaN");
+  const bool due =
+      (every_.steps > 0 && step_ % every_.steps == 0) || (every_.seconds > 0 && d.checkpoint_due);
+  if (!config_.checkpoint_dir.empty() && (due || d.stop_signal != 0)) save_checkpoint();
+  stop_signal_ = d.stop_signal;
 }
 
 void Trainer::train_steps(std::int64_t n) {
-  if (step_ == 0) broadcast_variables();
+  start();
   for (std::int64_t i = 0; i < n; ++i) one_step();
+}
+
+void Trainer::start() {
+  if (started_) return;
+  started_ = true;
+  agreement_ = std::make_unique<StepAgreement>(comm_, every_.seconds, watch_.get());
+  if (config_.resume)
+    restore();
+  else
+    broadcast_variables();
+}
+
+void Trainer::log(const std::string& line) const {
+  if (comm_.rank() == 0 && config_.log_level != "error") std::cerr << "trainer: " << line << "\n";
+}
+
+std::string Trainer::model_signature() const {
+  std::string sig = config_.model.name;
+  if (config_.model.name == "mlp") {
+    sig += " hidden ";
+    for (std::size_t i = 0; i < config_.model.hidden.size(); ++i)
+      sig += (i ? "," : "") + std::to_string(config_.model.hidden[i]);
+  }
+  return sig + ", optimizer " + config_.optimizer;
+}
+
+Checkpoint Trainer::make_checkpoint() {
+  Checkpoint c;
+  c.step = step_;
+  c.epoch = epoch_;
+  c.step_in_epoch = epoch_started_ ? batches_->step() : resume_position_;
+  c.seed = config_.seed;
+  c.model = model_signature();
+  c.config = to_toml(config_);
+  c.num_ranks = comm_.size();
+  for (auto& [name, t] : session_->variables()) {
+    CheckpointVariable v{name, t->shape().dims(), {}};
+    const float* p = t->data<float>();
+    v.values.assign(p, p + t->num_elements());
+    c.variables.push_back(std::move(v));
+  }
+  return c;
+}
+
+void Trainer::save_checkpoint() {
+  // Rank 0 writes (every replica is the same); the others learn whether it
+  // worked, so that all of them go on or stop together.
+  int ok = 1;
+  std::string error;
+  if (comm_.rank() == 0) {
+    try {
+      const bool crash = ++checkpoints_written_ == config_.test_crash_in_checkpoint;
+      last_checkpoint_ =
+          write_checkpoint(config_.checkpoint_dir, make_checkpoint(), crash).string();
+      prune_checkpoints(config_.checkpoint_dir, config_.keep_checkpoints);
+      if (config_.log_level == "debug") log("wrote checkpoint '" + last_checkpoint_ + "'");
+    } catch (const Error& e) {
+      ok = 0;
+      error = e.what();
+    }
+  }
+  if (comm_.size() > 1) RF_MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, comm_.handle()));
+  RF_CHECK_AS(train::AgreedError, ok == 1, "step ", step_, ": ",
+              comm_.rank() == 0 ? error : std::string("rank 0 could not write a checkpoint"),
+              "; the previous checkpoints are intact");
+  last_checkpoint_step_ = step_;
+  agreement_->checkpoint_written();
+}
+
+void Trainer::restore() {
+  // Rank 0 picks the newest usable checkpoint and broadcasts it.
+  // meta: {status (1 found, 0 none, -1 none usable), step, epoch, step in epoch}
+  std::int64_t meta[4] = {0, 0, 0, 0};
+  auto vars = session_->variables();
+  std::vector<float> packed;
+  std::string refusal;
+  if (comm_.rank() == 0) {
+    const auto files = list_checkpoints(config_.checkpoint_dir);
+    // Newest first. A corrupt or truncated file is renamed out of the way
+    // (kept for inspection, no longer counted) and an older one is tried; a
+    // checkpoint of another model or optimizer is refused: the directory
+    // belongs to another run.
+    std::size_t corrupt = 0;
+    for (const auto& f : files) {
+      Checkpoint c;
+      try {
+        c = read_checkpoint(f);
+      } catch (const IoError& e) {
+        const std::string moved = f.string() + ".corrupt";
+        std::error_code ec;
+        std::filesystem::rename(f, moved, ec);
+        std::cerr << "trainer: warning: " << e.what() << "; "
+                  << (ec ? "" : "renamed it to '" + moved + "' and ") << "trying an older one\n";
+        ++corrupt;
+        continue;
+      }
+      try {
+        RF_CHECK_AS(IoError, c.variables.size() == vars.size(), "--resume: checkpoint '",
+                    f.string(), "' (", c.model, ") holds ", c.variables.size(),
+                    " variables; this run (", model_signature(), ") has ", vars.size());
+        for (std::size_t i = 0; i < vars.size(); ++i) {
+          const auto& v = c.variables[i];
+          const Tensor& t = *vars[i].second;
+          RF_CHECK_AS(IoError, v.name == vars[i].first && v.shape == t.shape().dims(),
+                      "--resume: checkpoint '", f.string(), "' (", c.model,
+                      ") does not fit this run (", model_signature(), "): it holds '", v.name, "' ",
+                      Shape(v.shape).to_string(), " where this run has '", vars[i].first, "' ",
+                      t.shape().to_string());
+        }
+      } catch (const IoError& e) {
+        meta[0] = -1;
+        refusal = std::string(e.what()) +
+                  ". Resume with the configuration that wrote it, or give this run another "
+                  "--checkpoint-dir";
+        break;
+      }
+      for (const auto& v : c.variables)
+        packed.insert(packed.end(), v.values.begin(), v.values.end());
+      meta[0] = 1;
+      meta[1] = c.step;
+      meta[2] = c.epoch;
+      meta[3] = c.step_in_epoch;
+      resumed_from_ = f.string();
+      break;
+    }
+    if (meta[0] == 0 && corrupt > 0) {
+      meta[0] = -1;
+      refusal = "--resume: none of the " + std::to_string(corrupt) + " checkpoints in '" +
+                config_.checkpoint_dir +
+                "' can be read (see the warnings above); refusing to start over from step 0 — "
+                "remove the directory to start a new run";
+    }
+  }
+  if (comm_.size() > 1) RF_MPI_CHECK(MPI_Bcast(meta, 4, MPI_INT64_T, 0, comm_.handle()));
+  RF_CHECK_AS(train::AgreedError, meta[0] >= 0,
+              comm_.rank() == 0 ? refusal : std::string("rank 0 found no usable checkpoint"));
+  if (meta[0] == 0) {
+    log("--resume: no checkpoint in '" + config_.checkpoint_dir + "' yet; starting at step 0");
+    broadcast_variables();
+    return;
+  }
+  std::size_t total = 0;
+  for (auto& [name, t] : vars) total += static_cast<std::size_t>(t->num_elements());
+  packed.resize(total);
+  if (comm_.size() > 1) collectives::broadcast(comm_, std::span<float>(packed), 0);
+  std::size_t off = 0;
+  for (auto& [name, t] : vars) {
+    std::memcpy(t->data<float>(), packed.data() + off, t->num_bytes());
+    off += static_cast<std::size_t>(t->num_elements());
+  }
+  step_ = meta[1];
+  epoch_ = meta[2];
+  resume_position_ = meta[3];
+  epoch_started_ = false;
+  last_checkpoint_step_ = step_;
+  if (comm_.rank() == 0) last_checkpoint_ = resumed_from_;
+  log("resumed from '" + resumed_from_ + "' at step " + std::to_string(step_));
 }
 
 std::pair<double, double> Trainer::evaluate() {
@@ -208,30 +417,38 @@ std::pair<double, double> Trainer::evaluate() {
 }
 
 std::vector<EpochMetrics> Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch) {
-  if (step_ == 0) broadcast_variables();
+  start();
   const std::int64_t spe = batches_->steps_per_epoch();
   std::int64_t total_steps =
       static_cast<std::int64_t>(std::llround(config_.epochs * static_cast<double>(spe)));
   if (config_.max_steps > 0) total_steps = std::min(total_steps, config_.max_steps);
   total_steps = std::max<std::int64_t>(total_steps, 1);
   const int epochs = static_cast<int>((total_steps + spe - 1) / spe);
+  const std::int64_t first_step = step_;
   std::vector<EpochMetrics> history;
-  const auto start = std::chrono::steady_clock::now();
-  for (int e = 0; e < epochs; ++e) {
+  const auto start_time = std::chrono::steady_clock::now();
+  stop_signal_ = 0;
+  while (step_ < total_steps && stop_signal_ == 0) {
+    // Epoch e holds steps e*spe .. (e+1)*spe - 1; a resumed run may start
+    // in the middle of one.
+    const std::int64_t e = step_ / spe;
+    const std::int64_t end = std::min((e + 1) * spe, total_steps);
     const auto t0 = std::chrono::steady_clock::now();
     const double ar0 = reducer_->stats().allreduce_seconds;
-    const std::int64_t steps = std::min(spe, total_steps - step_);
+    const std::int64_t from = step_;
     double loss = 0;
-    for (std::int64_t s = 0; s < steps; ++s) {
+    while (step_ < end && stop_signal_ == 0) {
       loss += one_step();
-      if (progress_) progress_(s + 1, steps);
+      if (progress_) progress_(step_ - e * spe, end - e * spe);
     }
+    if (stop_signal_ != 0) break;
+    const std::int64_t steps = step_ - from;
     const auto t1 = std::chrono::steady_clock::now();
     const double secs = std::chrono::duration<double>(t1 - t0).count();
     std::vector<double> totals{loss, static_cast<double>(steps)};
     sum_across_ranks(comm_, totals);
     EpochMetrics m;
-    m.epoch = e + 1;
+    m.epoch = static_cast<int>(e + 1);
     m.steps = step_;
     m.train_loss = totals[0] / std::max(1.0, totals[1]);
     if (config_.eval_each_epoch || e + 1 == epochs) {
@@ -242,13 +459,16 @@ std::vector<EpochMetrics> Trainer::run(const std::function<void(const EpochMetri
     }
     m.samples_per_second = static_cast<double>(steps * config_.batch_size) / secs;
     m.elapsed_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    m.eta_seconds =
-        m.elapsed_seconds / static_cast<double>(e + 1) * static_cast<double>(epochs - e - 1);
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+    m.eta_seconds = m.elapsed_seconds / static_cast<double>(step_ - first_step) *
+                    static_cast<double>(total_steps - step_);
     m.allreduce_seconds = reducer_->stats().allreduce_seconds - ar0;
     history.push_back(m);
     if (on_epoch) on_epoch(m);
   }
+  // The final model, unless this very step was just saved.
+  if (stop_signal_ == 0 && !config_.checkpoint_dir.empty() && last_checkpoint_step_ != step_)
+    save_checkpoint();
   return history;
 }
 

@@ -82,6 +82,9 @@ class BatchIterator {
 
   // Rewinds to step 0 of `epoch` (and reshuffles when shuffling).
   void start_epoch(int64_t epoch);
+  // Moves to `step` of the current epoch, in [0, steps_per_epoch]: the next
+  // next() returns that step's batch (resuming from a checkpoint).
+  void seek(int64_t step);
   // Copies the next local batch into x: (local_batch, row_size) and
   // y: (local_batch); the spans must have exactly these sizes. Returns false,
   // leaving the spans alone, once the epoch's steps are done.

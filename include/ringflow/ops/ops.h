@@ -91,9 +91,12 @@ Output softmax(Output logits);
 // Numerically stable: log-sum-exp with the row max subtracted.
 Output sparse_softmax_cross_entropy_with_logits(Output logits, Output labels);
 // Inverted dropout: when training != 0 each element is kept with probability
-// 1 - rate and scaled by 1 / (1 - rate); otherwise y = x. The mask stream is
-// seeded by (seed, how many times the node ran), so runs are reproducible.
-Output dropout(Output x, float rate, Output training, std::uint64_t seed);
+// 1 - rate and scaled by 1 / (1 - rate); otherwise y = x. The mask is a
+// function of (seed, stream, element): stream is an optional i32 scalar (the
+// trainer feeds one per step and rank, so a resumed run draws the same masks
+// and ranks draw different ones); without it, the number of times the node
+// ran. Either way runs are reproducible.
+Output dropout(Output x, float rate, Output training, std::uint64_t seed, Output stream = {});
 
 // --- convolution, NHWC; filter (KH, KW, Cin, Cout)
 enum class Padding { same, valid };

@@ -43,7 +43,25 @@ struct TrainConfig {
   std::int64_t timeline_steps = 10;  // steps recorded in the timeline
   std::string log_level = "info";    // error | warn | info | debug
   bool eval_each_epoch = true;
+  // checkpoints and failures
+  std::string checkpoint_dir;    // where checkpoints go ("" = none)
+  std::string checkpoint_every;  // "N" steps or "Ns" seconds ("" = only at the end/stop)
+  int keep_checkpoints = 3;      // newest K kept
+  bool resume = false;           // continue from the newest valid checkpoint
+  double stall_timeout = 300;    // seconds a wait on other ranks may last (0 = off)
+  // test-only fault injection (hidden flags)
+  std::int64_t test_nan_step = 0;    // feed NaN at this (1-based) step on the last rank
+  int test_step_delay_ms = 0;        // sleep this long after every step...
+  int test_delay_rank = -1;          // ...on this rank only (-1: every rank)
+  int test_crash_in_checkpoint = 0;  // kill rank 0 while writing its k-th checkpoint
 };
+
+// --checkpoint-every parsed: a number of steps or of seconds (0 = never).
+struct CheckpointEvery {
+  std::int64_t steps = 0;
+  double seconds = 0;
+};
+CheckpointEvery parse_checkpoint_every(const std::string& s);
 
 // Raises InvalidArgument naming the flag when a value is out of range.
 // num_ranks is the job's size (the batch must split evenly across ranks).

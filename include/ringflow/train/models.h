@@ -28,13 +28,14 @@ struct ModelSpec {
 const std::vector<std::string>& model_names();
 
 struct Model {
-  Output x;         // f32 (-1, feature dims...)
-  Output y;         // i32 (-1)
-  Output training;  // f32 scalar switch, 0 unless fed (dropout)
-  Output logits;    // (-1, C)
-  Output loss;      // mean cross-entropy over the batch (scalar)
-  Output loss_sum;  // summed cross-entropy (scalar), for exact evaluation
-  Output correct;   // number of correct predictions (scalar f32)
+  Output x;               // f32 (-1, feature dims...)
+  Output y;               // i32 (-1)
+  Output training;        // f32 scalar switch, 0 unless fed (dropout)
+  Output dropout_stream;  // i32 scalar keying the dropout masks, 0 unless fed
+  Output logits;          // (-1, C)
+  Output loss;            // mean cross-entropy over the batch (scalar)
+  Output loss_sum;        // summed cross-entropy (scalar), for exact evaluation
+  Output correct;         // number of correct predictions (scalar f32)
 };
 
 // Builds the model into g. feature_shape is one row's shape, e.g. {28, 28};

@@ -17,15 +17,18 @@
 // has been handed over (the allreduce after all of backward).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "ringflow/collectives/collectives.h"
 #include "ringflow/graph/op_registry.h"
 #include "ringflow/ops/optimizers.h"
+#include "ringflow/train/control.h"
 #include "ringflow/train/timeline.h"
 
 namespace ringflow::train {
@@ -38,6 +41,7 @@ struct ReducerOptions {
   collectives::Algorithm algorithm = collectives::Algorithm::automatic;
   std::size_t fusion_bytes = 4u << 20;
   bool overlap = true;
+  StallWatch* watch = nullptr;  // watches each bucket's allreduce (optional)
 };
 
 struct ReducerStats {
@@ -68,6 +72,14 @@ class GradientReducer {
   const std::vector<std::vector<int>>& buckets() const { return bucket_members_; }
   ReducerStats stats() const;
 
+  // The step being run, for messages (the stall watchdog's).
+  void set_step(std::int64_t step) { step_.store(step, std::memory_order_relaxed); }
+  // Every averaged gradient is checked for NaN and Inf after its allreduce;
+  // the averages are the same on every rank, so every rank sees the same.
+  // Returns the variables whose averaged gradient was not finite since the
+  // last call, in graph order, and forgets them.
+  std::vector<std::string> take_nonfinite();
+
   // Called by the AllreduceBucket kernel.
   void submit(int bucket, KernelContext& ctx);
 
@@ -82,12 +94,18 @@ class GradientReducer {
   };
   void loop();
   void reduce(int b);
+  // Records the members of bucket b whose values (at the bucket's offsets in
+  // data, or the k-th input when data is empty) are not all finite.
+  void check_finite(int b, std::span<const float> data, const KernelContext* inputs);
 
   collectives::Communicator& comm_;
   ReducerOptions options_;
   Timeline* timeline_;
   std::vector<Bucket> buckets_;
   std::vector<std::vector<int>> bucket_members_;
+  std::vector<std::string> var_names_;  // by gradient index
+  std::vector<char> nonfinite_;         // by gradient index, under mu_
+  std::atomic<std::int64_t> step_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

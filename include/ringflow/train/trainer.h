@@ -14,12 +14,21 @@
 #include "ringflow/datasets/batch.h"
 #include "ringflow/graph/graph.h"
 #include "ringflow/runtime/session.h"
+#include "ringflow/train/checkpoint.h"
 #include "ringflow/train/config.h"
+#include "ringflow/train/control.h"
 #include "ringflow/train/models.h"
 #include "ringflow/train/reducer.h"
 #include "ringflow/train/timeline.h"
 
 namespace ringflow::train {
+
+// Raised on every rank at the same point of the run, after the ranks agreed
+// on it (a non-finite gradient, an unusable checkpoint directory): the caller
+// can report it and exit without aborting the job.
+class AgreedError : public Error {
+  using Error::Error;
+};
 
 struct EpochMetrics {
   int epoch = 0;           // 1-based
@@ -41,8 +50,10 @@ class Trainer {
   Trainer(const TrainConfig& config, collectives::Communicator& comm);
   ~Trainer();
 
-  // Runs the configured epochs (or max_steps). on_epoch is called on every
-  // rank after each epoch's evaluation.
+  // Runs the configured epochs (or max_steps), from the newest checkpoint
+  // with --resume. on_epoch is called on every rank after each epoch's
+  // evaluation. Returns early, after writing a checkpoint, when a stop signal
+  // arrived (see stop_signal()).
   std::vector<EpochMetrics> run(const std::function<void(const EpochMetrics&)>& on_epoch = {});
   // Called after every training step with (step within the epoch, steps in
   // the epoch), e.g. for a live progress line.
@@ -51,6 +62,11 @@ class Trainer {
   }
   // Runs exactly n training steps (equivalence tests).
   void train_steps(std::int64_t n);
+  // The signal that stopped run() early (0: it ran to the end).
+  int stop_signal() const { return stop_signal_; }
+  // The checkpoint this run resumed from and the last one it wrote ("" if none).
+  const std::string& resumed_from() const { return resumed_from_; }
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
   // Exact test-set evaluation, summed across ranks: {mean loss, accuracy}.
   std::pair<double, double> evaluate();
 
@@ -71,8 +87,19 @@ class Trainer {
   void write_timeline(const std::string& path);
 
  private:
+  // Collective, once before the first step: the step agreement's
+  // communicator, then the initial variables (rank 0's, or a checkpoint's).
+  void start();
   void broadcast_variables();
+  void restore();
+  void save_checkpoint();
+  Checkpoint make_checkpoint();
+  std::string model_signature() const;
+  // Rank 0's messages (to stderr unless --log-level error).
+  void log(const std::string& line) const;
   double one_step();
+  // After every step: non-finite checks, the step agreement, checkpoints.
+  void after_step(double loss);
 
   TrainConfig config_;
   collectives::Communicator& comm_;
@@ -83,6 +110,8 @@ class Trainer {
   Output lr_;
   Output train_op_;
   Timeline timeline_;
+  std::unique_ptr<StallWatch> watch_;
+  std::unique_ptr<StepAgreement> agreement_;
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<Session> session_;
   Tensor x_batch_, y_batch_;
@@ -90,6 +119,13 @@ class Trainer {
   std::int64_t step_ = 0;
   std::int64_t epoch_ = 0;
   bool epoch_started_ = false;
+  std::int64_t resume_position_ = 0;  // step within epoch_ to seek to when it starts
+  bool started_ = false;
+  CheckpointEvery every_;
+  std::int64_t last_checkpoint_step_ = -1;
+  int checkpoints_written_ = 0;
+  int stop_signal_ = 0;
+  std::string resumed_from_, last_checkpoint_;
   std::function<void(std::int64_t, std::int64_t)> progress_;
 };
 
