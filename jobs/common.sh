@@ -14,6 +14,12 @@ RF_PACKAGES=(
   dataset-fashion-mnist
 )
 
+# What only the tests need, on top of the above (jobs/test.sh installs it): a
+# real Slurm with munge, which the jobs/ tests bring up privately, and gnuplot
+# for the scaling plot.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+RF_TEST_PACKAGES=(slurm-wlm munge gnuplot-nox)
+
 # Installs the packages above that are not installed yet (apt-get update once).
 rf_install_deps() {
   local missing=()

@@ -11,6 +11,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+RF_PACKAGES+=("${RF_TEST_PACKAGES[@]}")
 rf_install_deps
 rf_build -DRF_WERROR="${RF_WERROR:-OFF}" -DRF_SANITIZE="${RF_SANITIZE:-}"
 
