@@ -160,7 +160,7 @@ StepDecision StepAgreement::agree(std::int64_t step, const StepFlags& mine) {
     MPI_Request reqs[2];
     RF_MPI_CHECK(MPI_Isend(local, 2, MPI_INT, 0, kTagFlags, comm_.handle(), &reqs[0]));
     RF_MPI_CHECK(MPI_Irecv(decision, 3, MPI_INT, 0, kTagDecision, comm_.handle(), &reqs[1]));
-    if (watch_ != nullptr)
+    if (watch_ != nullptr && watch_->enabled())
       watch_->begin(StallWatch::kMain, "the step agreement" + at + " (waiting for rank 0)", 2.0);
     RF_MPI_CHECK(MPI_Waitall(2, reqs, MPI_STATUSES_IGNORE));
     if (watch_ != nullptr) watch_->end(StallWatch::kMain);

@@ -216,7 +216,7 @@ void GradientReducer::reduce(int b) {
   Tensor grad = bucket.in_place ? ctx.input(0) : Tensor();
   std::span<float> data = bucket.in_place ? grad.flat<float>() : std::span<float>(bucket.fusion);
   if (comm_.size() > 1 && !skip_allreduce_) {
-    if (options_.watch != nullptr)
+    if (options_.watch != nullptr && options_.watch->enabled())
       options_.watch->begin(StallWatch::kComm,
                             "the allreduce of gradient bucket " + std::to_string(b) + " at step " +
                                 std::to_string(step_.load(std::memory_order_relaxed) + 1) +
