@@ -43,11 +43,25 @@ struct TrainConfig {
   std::int64_t timeline_steps = 10;  // steps recorded in the timeline
   std::string log_level = "info";    // error | warn | info | debug
   bool eval_each_epoch = true;
+  // parameter-server mode (see ringflow/train/ps.h); the "not given" values
+  // let validate() reject ps flags without --mode ps
+  std::string mode = "allreduce";  // allreduce | ps
+  int num_ps = 0;                  // ps: ranks 0..num_ps-1 are servers (>= 1 in ps mode)
+  std::string ps_update;           // ps: sync (default) | async
+  std::int64_t max_staleness = -1;  // ps async: bound on staleness (-1 = none)
 };
+
+// The number of ranks that compute gradients: N, or N - num_ps in ps mode.
+int num_gradient_ranks(const TrainConfig& c, int num_ranks);
 
 // Raises InvalidArgument naming the flag when a value is out of range.
 // num_ranks is the job's size (the batch must split evenly across ranks).
 void validate(const TrainConfig& c, int num_ranks);
+
+// The learning rate of the schedule at a (0-based) step, with
+// steps_per_epoch global steps per epoch.
+float scheduled_learning_rate(const TrainConfig& c, std::int64_t step,
+                              std::int64_t steps_per_epoch);
 
 // "key = value" lines in TOML style: the effective configuration.
 std::string to_toml(const TrainConfig& c);
