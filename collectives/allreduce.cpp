@@ -58,8 +58,7 @@ void mpi_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp
   // MPI does not say what its algorithm moved: count the bandwidth-optimal
   // 2(N-1)/N of the buffer each way (see Communicator::bytes_sent).
   const auto n_ranks = static_cast<std::int64_t>(comm.size());
-  const auto moved =
-      2 * (n_ranks - 1) * static_cast<std::int64_t>(data.size_bytes()) / n_ranks;
+  const auto moved = 2 * (n_ranks - 1) * static_cast<std::int64_t>(data.size_bytes()) / n_ranks;
   comm.add_traffic(moved, moved);
   if (op == ReduceOp::average) {
     // Division, as in the ring, so both algorithms give sum / N exactly.

@@ -36,7 +36,9 @@ std::string PsRoles::name(int rank) const {
                          : "worker:" + std::to_string(worker_index(rank));
 }
 
-int ps_tag(PsKind kind, int shard) { return static_cast<int>(kind) * kPsTagStride + shard; }
+int ps_tag(PsKind kind, int shard) {
+  return static_cast<int>(kind) * kPsTagStride + shard;
+}
 
 PsTransport::PsTransport(Communicator& comm, PsRoles roles)
     : comm_(comm), roles_(roles), peers_(static_cast<std::size_t>(comm.size())) {
@@ -86,8 +88,9 @@ std::span<float> PsTransport::send_buffer(int dest, std::size_t floats) {
 
 void PsTransport::post(int dest, PsKind kind, int shard, const PsHeader& header) {
   Peer& p = peers_.at(static_cast<std::size_t>(dest));
-  RF_CHECK_AS(InternalError, p.send_request == MPI_REQUEST_NULL &&
-                                 p.send.size() == kHeaderBytes + p.send_floats * sizeof(float),
+  RF_CHECK_AS(InternalError,
+              p.send_request == MPI_REQUEST_NULL &&
+                  p.send.size() == kHeaderBytes + p.send_floats * sizeof(float),
               "PsTransport::post to rank ", dest, " without send_buffer()");
   std::memcpy(p.send.data(), &header, kHeaderBytes);
   RF_MPI_CHECK(MPI_Isend(p.send.data(), message_bytes(p.send_floats * sizeof(float)), MPI_BYTE,
@@ -130,7 +133,8 @@ void PsTransport::wait_receives() {
 }
 
 const PsHeader& PsTransport::header(int source) const {
-  return *reinterpret_cast<const PsHeader*>(peers_.at(static_cast<std::size_t>(source)).recv.data());
+  return *reinterpret_cast<const PsHeader*>(
+      peers_.at(static_cast<std::size_t>(source)).recv.data());
 }
 
 std::span<const float> PsTransport::payload(int source) const {

@@ -43,8 +43,8 @@ class PsMetricsWriter {
          << ",\"test_accuracy\":" << m.test_accuracy
          << ",\"samples_per_second\":" << m.samples_per_second
          << ",\"elapsed_seconds\":" << m.elapsed_seconds
-         << ",\"staleness_mean\":" << x.staleness_mean
-         << ",\"staleness_max\":" << x.staleness_max << "}\n";
+         << ",\"staleness_mean\":" << x.staleness_mean << ",\"staleness_max\":" << x.staleness_max
+         << "}\n";
     }
     f_.flush();
   }
@@ -76,8 +76,8 @@ void apply_ps_flags(const CLI::App& app, rt::TrainConfig& c, const PsFlags& flag
   RF_CHECK(!(flags.sync && flags.async), "--ps-sync and --ps-async exclude each other");
   if (flags.sync) c.ps_update = "sync";
   if (flags.async) c.ps_update = "async";
-  RF_CHECK(app.count("--max-staleness") == 0 || c.max_staleness >= 0, "--max-staleness: ",
-           c.max_staleness, " must be >= 0 (leave it out for no bound)");
+  RF_CHECK(app.count("--max-staleness") == 0 || c.max_staleness >= 0,
+           "--max-staleness: ", c.max_staleness, " must be >= 0 (leave it out for no bound)");
 }
 
 void print_allreduce_traffic(rc::Communicator& comm, std::int64_t steps) {

@@ -30,10 +30,11 @@ void validate_ps(const TrainConfig& c, int n) {
     RF_CHECK(c.max_staleness == -1, "--max-staleness: needs --mode ps --ps-async");
     return;
   }
-  RF_CHECK(c.num_ps >= 1, "--num-ps: ps mode needs at least one parameter server (--num-ps P, P >= 1)",
+  RF_CHECK(c.num_ps >= 1,
+           "--num-ps: ps mode needs at least one parameter server (--num-ps P, P >= 1)",
            c.num_ps != 0 ? ", got " + std::to_string(c.num_ps) : std::string());
-  RF_CHECK(c.num_ps < n, "--num-ps: ", c.num_ps, " parameter servers leave no worker among the ",
-           n, " ranks; use at most ", n - 1, " (ranks 0..P-1 serve, the rest compute)");
+  RF_CHECK(c.num_ps < n, "--num-ps: ", c.num_ps, " parameter servers leave no worker among the ", n,
+           " ranks; use at most ", n - 1, " (ranks 0..P-1 serve, the rest compute)");
   RF_CHECK(c.ps_update.empty() || one_of(c.ps_update, {"sync", "async"}), "--ps-update: '",
            c.ps_update, "' is not sync or async");
   RF_CHECK(c.max_staleness >= -1, "--max-staleness: ", c.max_staleness, " must be >= 0");

@@ -21,8 +21,8 @@ std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, Output lr) {
 
 }  // namespace
 
-PsServer::PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_epoch,
-                   int threads, rc::PsTransport& transport, std::span<const float> initial)
+PsServer::PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_epoch, int threads,
+                   rc::PsTransport& transport, std::span<const float> initial)
     : config_(config),
       shard_(shard),
       steps_per_epoch_(steps_per_epoch),
@@ -65,8 +65,8 @@ void PsServer::serve(
                 ": a message for shard ", m.shard, " from ", roles.name(m.source));
     const int w = roles.worker_index(m.source);
     const auto wi = static_cast<std::size_t>(w);
-    RF_CHECK_AS(CommError, !done_[wi], roles.name(shard_), ": a message from ", roles.name(m.source),
-                " after it said DONE");
+    RF_CHECK_AS(CommError, !done_[wi], roles.name(shard_), ": a message from ",
+                roles.name(m.source), " after it said DONE");
     switch (m.kind) {
       case rc::PsKind::pull:
         pending_.push_back({w, m.header});
@@ -122,8 +122,8 @@ void PsServer::on_push(const rc::PsMessage& m, int w) {
   }
   // async: apply it now. staleness = version now - version it was computed on
   const std::int64_t staleness = stats_.version - m.header.version;
-  RF_CHECK_AS(CommError, staleness >= 0, "a gradient from the future (version ",
-              m.header.version, " > ", stats_.version, ")");
+  RF_CHECK_AS(CommError, staleness >= 0, "a gradient from the future (version ", m.header.version,
+              " > ", stats_.version, ")");
   stats_.staleness_sum += staleness;
   stats_.staleness_max = std::max(stats_.staleness_max, staleness);
   ++window_count_;

@@ -22,13 +22,19 @@ void sum_over(MPI_Comm comm, std::vector<double>& v, MPI_Op op = MPI_SUM) {
 // worker:0's epoch report to ps:0, as doubles.
 constexpr int kReportFields = 9;
 std::vector<double> to_report(const EpochMetrics& m) {
-  return {static_cast<double>(m.epoch), static_cast<double>(m.steps), m.train_loss, m.test_loss,
-          m.test_accuracy, static_cast<double>(m.test_rows), m.samples_per_second,
-          m.elapsed_seconds, m.eta_seconds};
+  return {static_cast<double>(m.epoch),
+          static_cast<double>(m.steps),
+          m.train_loss,
+          m.test_loss,
+          m.test_accuracy,
+          static_cast<double>(m.test_rows),
+          m.samples_per_second,
+          m.elapsed_seconds,
+          m.eta_seconds};
 }
 EpochMetrics from_report(std::span<const std::byte> bytes) {
-  RF_CHECK_AS(CommError, bytes.size() == kReportFields * sizeof(double),
-              "an epoch report of ", bytes.size(), " bytes");
+  RF_CHECK_AS(CommError, bytes.size() == kReportFields * sizeof(double), "an epoch report of ",
+              bytes.size(), " bytes");
   double v[kReportFields];
   std::memcpy(v, bytes.data(), sizeof v);
   EpochMetrics m;
@@ -191,7 +197,8 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
       const auto r = to_report(m);
       rc::PsHeader h;
       h.step = m.epoch;
-      transport_->send(roles_.server_rank(0), rc::PsKind::report, 0, h, std::as_bytes(std::span(r)));
+      transport_->send(roles_.server_rank(0), rc::PsKind::report, 0, h,
+                       std::as_bytes(std::span(r)));
     }
     if (on_epoch) on_epoch(m, {});
   }
@@ -233,7 +240,9 @@ std::pair<double, double> PsTrainer::evaluate() {
   return {totals[0] / totals[2], totals[1] / totals[2]};
 }
 
-PsServerStats PsTrainer::server_stats() const { return server_ ? server_->stats() : PsServerStats{}; }
+PsServerStats PsTrainer::server_stats() const {
+  return server_ ? server_->stats() : PsServerStats{};
+}
 
 PsSummary PsTrainer::summarize() {
   const PsServerStats s = server_stats();

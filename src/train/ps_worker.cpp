@@ -50,9 +50,8 @@ PsWorker::PsWorker(const TrainConfig& config, int worker, const PsLayout& layout
   grads_ = gradients(model_.loss, vars_);
   session_ = std::make_unique<Session>(graph_, SessionOptions{.num_threads = threads});
   for (const auto& v : vars_) var_tensors_.push_back(&session_->variable(v));
-  RF_CHECK_AS(InternalError, var_tensors_.size() == layout_.var_sizes.size(),
-              "worker graph has ", var_tensors_.size(), " variables, the layout ",
-              layout_.var_sizes.size());
+  RF_CHECK_AS(InternalError, var_tensors_.size() == layout_.var_sizes.size(), "worker graph has ",
+              var_tensors_.size(), " variables, the layout ", layout_.var_sizes.size());
   std::vector<std::int64_t> xs{batches_->local_batch()};
   xs.insert(xs.end(), info.train.feature_shape.begin(), info.train.feature_shape.end());
   x_batch_ = Tensor(DType::f32, Shape(xs));

@@ -57,8 +57,7 @@ int main(int argc, char** argv) {
       } else if (arg == "--iters") {
         iters = std::max(1, std::atoi(value.c_str()));
       } else {
-        RF_THROW(InvalidArgument, "unknown flag ", arg,
-                 "; use --min-bytes, --max-bytes, --iters");
+        RF_THROW(InvalidArgument, "unknown flag ", arg, "; use --min-bytes, --max-bytes, --iters");
       }
     }
     RF_CHECK(comm.size() >= 2, "pingpong_bench needs 2 ranks (mpirun -np 2)");
@@ -74,7 +73,8 @@ int main(int argc, char** argv) {
   for (std::size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     std::vector<double> times;
     for (int it = -2; it < iters; ++it) {  // two warm-up round trips
-      if (rank == 0) std::fill(buf.begin(), buf.begin() + static_cast<long>(bytes), char(it & 0x7f));
+      if (rank == 0)
+        std::fill(buf.begin(), buf.begin() + static_cast<long>(bytes), char(it & 0x7f));
       const double t0 = MPI_Wtime();
       const int n = static_cast<int>(bytes);
       if (rank == 0) {

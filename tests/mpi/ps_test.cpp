@@ -49,8 +49,8 @@ class Watchdog {
     thread_ = std::thread([this, seconds] {
       std::unique_lock<std::mutex> lock(mu_);
       if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [&] { return done_; })) {
-        std::fprintf(stderr, "rank %d: watchdog: '%s' hung for %d s\n", world_rank(),
-                     what_.c_str(), seconds);
+        std::fprintf(stderr, "rank %d: watchdog: '%s' hung for %d s\n", world_rank(), what_.c_str(),
+                     seconds);
         MPI_Abort(MPI_COMM_WORLD, 3);
       }
     });

@@ -133,7 +133,7 @@ class PsTransport {
   Communicator& comm_;
   PsRoles roles_;
   std::vector<Peer> peers_;
-  std::vector<int> expected_;  // sources with a posted receive
+  std::vector<int> expected_;   // sources with a posted receive
   std::vector<std::byte> any_;  // receive_any's buffer
   PsTraffic traffic_;
 };

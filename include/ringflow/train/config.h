@@ -45,9 +45,9 @@ struct TrainConfig {
   bool eval_each_epoch = true;
   // parameter-server mode (see ringflow/train/ps.h); the "not given" values
   // let validate() reject ps flags without --mode ps
-  std::string mode = "allreduce";  // allreduce | ps
-  int num_ps = 0;                  // ps: ranks 0..num_ps-1 are servers (>= 1 in ps mode)
-  std::string ps_update;           // ps: sync (default) | async
+  std::string mode = "allreduce";   // allreduce | ps
+  int num_ps = 0;                   // ps: ranks 0..num_ps-1 are servers (>= 1 in ps mode)
+  std::string ps_update;            // ps: sync (default) | async
   std::int64_t max_staleness = -1;  // ps async: bound on staleness (-1 = none)
 };
 

@@ -71,8 +71,8 @@ struct PsPiece {
 };
 
 struct PsLayout {
-  std::vector<std::int64_t> var_sizes;    // floats, graph order
-  std::vector<std::int64_t> shard_begin;  // num_shards + 1 boundaries in [0, S]
+  std::vector<std::int64_t> var_sizes;       // floats, graph order
+  std::vector<std::int64_t> shard_begin;     // num_shards + 1 boundaries in [0, S]
   std::vector<std::vector<PsPiece>> pieces;  // of each shard, in flat order
   int num_shards() const { return static_cast<int>(pieces.size()); }
   std::int64_t total() const { return shard_begin.back(); }
