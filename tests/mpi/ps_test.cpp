@@ -211,9 +211,21 @@ TEST_F(PsTest, SyncEqualsOneRankWithTheSameGlobalBatch) {
         ps.train_steps(8);
       }
       const auto got = ps.gather_parameters();
+      // Bytes: per step a server receives W gradient slices of its shard and
+      // sends W parameter slices, a worker the whole vector each way, plus a
+      // 32-byte header per message (pull and done requests are headers only).
+      const std::int64_t w = ps.roles().num_workers(), steps = 8, header = 32;
+      const auto& t = ps.traffic();
       if (ps.is_server()) {
         EXPECT_EQ(ps.server_stats().version, 8);
         EXPECT_EQ(ps.server_stats().staleness_max, 0);
+        const std::int64_t shard = ps.layout().shard_size(world.rank()) * 4;
+        EXPECT_EQ(t.bytes_sent, steps * w * (shard + header)) << what;
+        EXPECT_EQ(t.bytes_received, steps * w * (shard + 2 * header) + w * header) << what;
+      } else {
+        const std::int64_t all = ps.layout().total() * 4;
+        EXPECT_EQ(t.bytes_sent, steps * (all + 2 * num_ps * header) + num_ps * header) << what;
+        EXPECT_EQ(t.bytes_received, steps * (all + num_ps * header)) << what;
       }
       // The reference: this rank alone in allreduce mode, batch B, all the data.
       rt::TrainConfig one = c;
