@@ -248,8 +248,7 @@ TEST(RingAllreduce, CountsTheBytesTheRingMoves) {
     EXPECT_EQ(total[0], 2 * (n - 1) * bytes) << count;
     EXPECT_EQ(total[1], 2 * (n - 1) * bytes) << count;
     const double per_rank = 2.0 * (n - 1) / n * static_cast<double>(bytes);
-    EXPECT_LE(std::abs(static_cast<double>(mine[0]) - per_rank), 2.0 * n * sizeof(float))
-        << count;
+    EXPECT_LE(std::abs(static_cast<double>(mine[0]) - per_rank), 2.0 * n * sizeof(float)) << count;
   }
 }
 
