@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the trainer CLI. Usage:
 #   trainer_cli.sh TRAINER DATA_TOOL CASE MPIEXEC [FASHION_MNIST_DIR]
-# CASE: bad_inputs | singleton | config | timeline | fashion_mnist | ps_bad_inputs | ps
+# CASE: bad_inputs | singleton | config | timeline | fashion_mnist | ps_bad_inputs | ps |
+#       compare_modes
 # Exits 0 on success, 77 (skipped) when Fashion-MNIST is not installed.
 set -uo pipefail
 trainer=$1 data_tool=$2 case=$3 mpiexec=$4 fmnist=${5:-/usr/share/datasets/fashion-mnist}
@@ -137,6 +138,20 @@ TOML
     grep -qE "^epoch 2 .*staleness mean" "$tmp/async.out" || fail "no per-epoch staleness"
     acc=$(sed -nE 's/^final test accuracy: ([0-9.]+)%.*/\1/p' "$tmp/async.out")
     awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 90.0) }' || fail "async accuracy $acc% < 90%"
+    ;;
+  compare_modes)
+    # jobs/compare_modes.sh at a tiny size, on the blobs, so the script cannot rot.
+    build=$(cd "$(dirname "$trainer")/../.." && pwd)
+    RF_BUILD_DIR="$build" RF_DATA="$blobs" RF_TRAIN_ROWS=480 RF_BATCH=24 RF_EPOCHS=2 RF_TARGET=0.5 \
+      bash "$(dirname "${BASH_SOURCE[0]}")/../../jobs/compare_modes.sh" >"$tmp/table" 2>&1 ||
+      { cat "$tmp/table" >&2; fail "compare_modes.sh failed"; }
+    cat "$tmp/table"
+    for mode in ring mpi ps-sync ps-async ring-W; do
+      grep -qE "^$mode	[^	]+	[0-9]+	[0-9]" "$tmp/table" || fail "no '$mode' row with figures"
+    done
+    for n in 8 64 512; do grep -qE "^$n	[0-9.]+	[0-9.]+	[0-9.]+$" "$tmp/table" || fail "no projection for $n ranks"; done
+    acc() { awk -F'\t' -v m="$1" '$1 == m { print $8 }' "$tmp/table"; }
+    [[ $(acc ring) == "$(acc ps-sync)" ]] || fail "ring $(acc ring) and ps-sync $(acc ps-sync) trained different models"
     ;;
   *)
     echo "unknown case $case" >&2
