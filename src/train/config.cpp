@@ -40,6 +40,7 @@ void validate_ps(const TrainConfig& c, int n) {
   RF_CHECK(c.max_staleness >= -1, "--max-staleness: ", c.max_staleness, " must be >= 0");
   RF_CHECK(c.max_staleness == -1 || c.ps_update == "async",
            "--max-staleness: bounded staleness needs --ps-async (sync updates are never stale)");
+  RF_CHECK(c.timeline.empty(), "--timeline: not recorded in ps mode; use --mode allreduce");
 }
 
 }  // namespace

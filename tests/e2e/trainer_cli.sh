@@ -110,6 +110,7 @@ TOML
     expect_error 2 "--max-staleness" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --ps-async --max-staleness -2
     expect_error 2 "exclude" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --ps-sync --ps-async
     expect_error 2 "--mode" "${mpi2[@]}" "$trainer" "${small[@]}" --mode star
+    expect_error 2 "--timeline" "${mpi2[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --timeline "$tmp/t.json"
     expect_error 2 "--num-ps" "$trainer" "${small[@]}" --mode ps --num-ps 1
     # 24 rows per step over 4 - 2 = 2 workers is fine; over 4 - 1 = 3 it is too (24 % 3 == 0);
     # 26 over 3 workers is not.
