@@ -55,6 +55,11 @@ void mpi_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp
     RF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data() + offset, static_cast<int>(count),
                                MPI_FLOAT, MPI_SUM, comm.handle()));
   }
+  // MPI does not say what its algorithm moved: count the bandwidth-optimal
+  // 2(N-1)/N of the buffer each way (see Communicator::bytes_sent).
+  const auto n_ranks = static_cast<std::int64_t>(comm.size());
+  const auto moved = 2 * (n_ranks - 1) * static_cast<std::int64_t>(data.size_bytes()) / n_ranks;
+  comm.add_traffic(moved, moved);
   if (op == ReduceOp::average) {
     // Division, as in the ring, so both algorithms give sum / N exactly.
     const float n = static_cast<float>(comm.size());

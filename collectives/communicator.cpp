@@ -99,7 +99,9 @@ Communicator::Communicator(Communicator&& other) noexcept
       options_(other.options_),
       scratch_(std::move(other.scratch_)),
       scratch_floats_(std::exchange(other.scratch_floats_, 0)),
-      scratch_allocations_(other.scratch_allocations_) {}
+      scratch_allocations_(other.scratch_allocations_),
+      bytes_sent_(other.bytes_sent_),
+      bytes_received_(other.bytes_received_) {}
 
 Communicator& Communicator::operator=(Communicator&& other) noexcept {
   if (this != &other) {
@@ -113,6 +115,8 @@ Communicator& Communicator::operator=(Communicator&& other) noexcept {
     scratch_ = std::move(other.scratch_);
     scratch_floats_ = std::exchange(other.scratch_floats_, 0);
     scratch_allocations_ = other.scratch_allocations_;
+    bytes_sent_ = other.bytes_sent_;
+    bytes_received_ = other.bytes_received_;
   }
   return *this;
 }

@@ -105,7 +105,8 @@ void reduce_segment_scaled(float* __restrict own, const float* __restrict incomi
 class RingPipeline {
  public:
   RingPipeline(Communicator& comm, std::span<float> data, ReduceOp op)
-      : data_(data.data()),
+      : comm_(comm),
+        data_(data.data()),
         count_(data.size()),
         n_(comm.size()),
         rank_(comm.rank()),
@@ -203,6 +204,7 @@ class RingPipeline {
     if (segment.count == 0) return;  // both sides skip empty segments (request stays null)
     RF_MPI_CHECK(MPI_Irecv(target, static_cast<int>(segment.count), MPI_FLOAT, left_, kRingTag,
                            mpi_comm_, &request));
+    comm_.add_traffic(0, static_cast<std::int64_t>(segment.count * sizeof(float)));
   }
 
   void post_send(std::int64_t item) {
@@ -211,6 +213,7 @@ class RingPipeline {
     if (segment.count == 0) return;
     RF_MPI_CHECK(MPI_Isend(data_ + segment.offset, static_cast<int>(segment.count), MPI_FLOAT,
                            right_, kRingTag, mpi_comm_, &send_requests_[item % kSendSlots]));
+    comm_.add_traffic(static_cast<std::int64_t>(segment.count * sizeof(float)), 0);
   }
 
   // Waits for the sends of items [sends_done_, last].
@@ -220,6 +223,7 @@ class RingPipeline {
     }
   }
 
+  Communicator& comm_;
   float* data_;
   std::size_t count_;
   int n_;

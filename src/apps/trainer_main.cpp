@@ -21,6 +21,7 @@
 
 #include "ringflow/collectives/collectives.h"
 #include "ringflow/train/trainer.h"
+#include "trainer_ps.h"
 
 namespace rc = ringflow::collectives;
 namespace rt = ringflow::train;
@@ -208,6 +209,8 @@ int main(int argc, char** argv) {
       "Run as `mpirun -np N trainer ...` or alone as one rank."};
   app.get_formatter()->column_width(34);
   add_flags(app, config, hidden);
+  ringflow::apps::PsFlags ps_flags;
+  ringflow::apps::add_ps_flags(app, config, ps_flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -225,11 +228,13 @@ int main(int argc, char** argv) {
     // given explicitly, the thread count must be positive.
     RF_CHECK(app.count("--threads") == 0 || config.threads > 0, "--threads: ", config.threads,
              " must be > 0; leave it out for the node's cores divided by its ranks");
+    ringflow::apps::apply_ps_flags(app, config, ps_flags);
     rt::validate(config, comm.size());
   } catch (const ringflow::Error& e) {
     if (rank == 0) std::cerr << "trainer: error: " << e.what() << "\n";
     return kExitUsage;
   }
+  if (config.mode == "ps") return ringflow::apps::run_ps(config, comm);
   const bool quiet = config.log_level == "error" || config.log_level == "warn";
   const bool debug = config.log_level == "debug";
 
@@ -316,6 +321,7 @@ int main(int argc, char** argv) {
                     100.0 * acc, loss, static_cast<unsigned long long>(trainer->variables_hash()));
       std::cout << line << std::flush;
     }
+    ringflow::apps::print_allreduce_traffic(comm, trainer->step());
   } catch (const rt::AgreedError& e) {
     // Every rank raised this at the same point: no rank is inside a
     // collective, so exit cleanly instead of aborting the job.

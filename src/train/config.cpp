@@ -38,7 +38,40 @@ CheckpointEvery parse_checkpoint_every(const std::string& s) {
   return e;
 }
 
-void validate(const TrainConfig& c, int n) {
+int num_gradient_ranks(const TrainConfig& c, int num_ranks) {
+  return c.mode == "ps" ? num_ranks - c.num_ps : num_ranks;
+}
+
+namespace {
+
+void validate_ps(const TrainConfig& c, int n) {
+  RF_CHECK(one_of(c.mode, {"allreduce", "ps"}), "--mode: '", c.mode, "' is not allreduce or ps");
+  if (c.mode != "ps") {
+    RF_CHECK(c.num_ps == 0, "--num-ps: parameter servers need --mode ps");
+    RF_CHECK(c.ps_update.empty(), "--ps-", c.ps_update, ": needs --mode ps");
+    RF_CHECK(c.max_staleness == -1, "--max-staleness: needs --mode ps --ps-async");
+    return;
+  }
+  RF_CHECK(c.num_ps >= 1,
+           "--num-ps: ps mode needs at least one parameter server (--num-ps P, P >= 1)",
+           c.num_ps != 0 ? ", got " + std::to_string(c.num_ps) : std::string());
+  RF_CHECK(c.num_ps < n, "--num-ps: ", c.num_ps, " parameter servers leave no worker among the ", n,
+           " ranks; use at most ", n - 1, " (ranks 0..P-1 serve, the rest compute)");
+  RF_CHECK(c.ps_update.empty() || one_of(c.ps_update, {"sync", "async"}), "--ps-update: '",
+           c.ps_update, "' is not sync or async");
+  RF_CHECK(c.max_staleness >= -1, "--max-staleness: ", c.max_staleness, " must be >= 0");
+  RF_CHECK(c.max_staleness == -1 || c.ps_update == "async",
+           "--max-staleness: bounded staleness needs --ps-async (sync updates are never stale)");
+  RF_CHECK(c.timeline.empty(), "--timeline: not recorded in ps mode; use --mode allreduce");
+}
+
+}  // namespace
+
+void validate(const TrainConfig& c, int num_ranks) {
+  validate_ps(c, num_ranks);
+  // The ranks the global batch is split over: every rank, or the workers.
+  const int n = num_gradient_ranks(c, num_ranks);
+  const char* who = c.mode == "ps" ? " workers" : " ranks";
   RF_CHECK(!c.data.empty(),
            "--data: no data set given; import one with `ringflow-data import-idx` and pass the .h5 "
            "file");
@@ -64,9 +97,9 @@ void validate(const TrainConfig& c, int n) {
   RF_CHECK(c.step_gamma > 0.0f && c.step_gamma <= 1.0f, "--step-gamma: ", c.step_gamma,
            " must be in (0, 1]");
   RF_CHECK(c.batch_size >= n, "--batch-size: the global batch ", c.batch_size,
-           " is smaller than the ", n, " ranks; each rank needs at least one row per step");
+           " is smaller than the ", n, who, "; each needs at least one row per step");
   RF_CHECK(c.batch_size % n == 0, "--batch-size: the global batch ", c.batch_size,
-           " is not divisible by the ", n, " ranks; use a multiple of ", n);
+           " is not divisible by the ", n, who, "; use a multiple of ", n);
   RF_CHECK(c.epochs > 0, "--epochs: ", c.epochs, " must be > 0");
   RF_CHECK(c.max_steps >= 0, "--max-steps: ", c.max_steps, " must be >= 0");
   RF_CHECK(c.train_rows >= 0, "--train-rows: ", c.train_rows, " must be >= 0");
@@ -132,7 +165,31 @@ std::string to_toml(const TrainConfig& c) {
   num("keep-checkpoints", c.keep_checkpoints);
   flag("resume", c.resume);
   num("stall-timeout", c.stall_timeout);
+  str("mode", c.mode);
+  if (c.mode == "ps") {
+    num("num-ps", c.num_ps);
+    flag(c.ps_update == "async" ? "ps-async" : "ps-sync", true);
+    if (c.max_staleness >= 0) num("max-staleness", c.max_staleness);
+  }
   return os.str();
+}
+
+float scheduled_learning_rate(const TrainConfig& c, std::int64_t step,
+                              std::int64_t steps_per_epoch) {
+  const double spe = static_cast<double>(steps_per_epoch);
+  const double warmup = c.warmup_epochs * spe;
+  const double total =
+      std::max(1.0, c.max_steps > 0 ? static_cast<double>(c.max_steps) : c.epochs * spe);
+  const double s = static_cast<double>(step);
+  const double lr = c.lr;
+  if (s < warmup) return static_cast<float>(lr * (s + 1.0) / warmup);
+  if (c.schedule == "step")
+    return static_cast<float>(lr * std::pow(c.step_gamma, std::floor(s / spe / c.step_epochs)));
+  if (c.schedule == "cosine") {
+    const double p = std::clamp((s - warmup) / std::max(1.0, total - warmup), 0.0, 1.0);
+    return static_cast<float>(0.5 * lr * (1.0 + std::cos(M_PI * p)));
+  }
+  return static_cast<float>(lr);
 }
 
 }  // namespace ringflow::train

@@ -139,21 +139,7 @@ void Trainer::broadcast_variables() {
 }
 
 float Trainer::learning_rate_at(std::int64_t step) const {
-  const double spe = static_cast<double>(batches_->steps_per_epoch());
-  const double warmup = config_.warmup_epochs * spe;
-  const double total = std::max(
-      1.0, config_.max_steps > 0 ? static_cast<double>(config_.max_steps) : config_.epochs * spe);
-  const double s = static_cast<double>(step);
-  const double lr = config_.lr;
-  if (s < warmup) return static_cast<float>(lr * (s + 1.0) / warmup);
-  if (config_.schedule == "step")
-    return static_cast<float>(
-        lr * std::pow(config_.step_gamma, std::floor(s / spe / config_.step_epochs)));
-  if (config_.schedule == "cosine") {
-    const double p = std::clamp((s - warmup) / std::max(1.0, total - warmup), 0.0, 1.0);
-    return static_cast<float>(0.5 * lr * (1.0 + std::cos(M_PI * p)));
-  }
-  return static_cast<float>(lr);
+  return scheduled_learning_rate(config_, step, batches_->steps_per_epoch());
 }
 
 double Trainer::one_step() {

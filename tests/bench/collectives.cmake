@@ -10,3 +10,14 @@ add_test(NAME collectives_allreduce_bench.smoke
                  --warmup 1 --segment-bytes 16K)
 set_tests_properties(collectives_allreduce_bench.smoke PROPERTIES
   TIMEOUT 60 PROCESSORS 2 ENVIRONMENT "${RF_MPI_ENV}" LABELS collectives)
+
+# pingpong_bench: latency (alpha) and bandwidth (beta) of point-to-point MPI, the
+# parameters of the alpha-beta projection in jobs/compare_modes.sh. Smoke run only.
+add_executable(pingpong_bench ${CMAKE_CURRENT_LIST_DIR}/pingpong_bench.cpp)
+target_link_libraries(pingpong_bench PRIVATE ringflow::collectives ringflow::flags)
+add_test(NAME collectives_pingpong_bench.smoke
+         COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe
+                 $<TARGET_FILE:pingpong_bench> --max-bytes 64K --iters 2)
+set_tests_properties(collectives_pingpong_bench.smoke PROPERTIES
+  TIMEOUT 60 PROCESSORS 2 ENVIRONMENT "${RF_MPI_ENV}" LABELS collectives
+  PASS_REGULAR_EXPRESSION "# alpha_us=")

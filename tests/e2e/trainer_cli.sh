@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the trainer CLI. Usage:
 #   trainer_cli.sh TRAINER DATA_TOOL CASE MPIEXEC [FASHION_MNIST_DIR]
-# CASE: bad_inputs | singleton | config | timeline | fashion_mnist
+# CASE: bad_inputs | singleton | config | timeline | fashion_mnist | ps_bad_inputs | ps |
+#       compare_modes
 # Exits 0 on success, 77 (skipped) when Fashion-MNIST is not installed.
 set -uo pipefail
 trainer=$1 data_tool=$2 case=$3 mpiexec=$4 fmnist=${5:-/usr/share/datasets/fashion-mnist}
@@ -10,6 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 mpirun_np() { local np=$1; shift; timeout 120 "$mpiexec" -np "$np" --oversubscribe "$@"; }
 mpi2=("$mpiexec" -np 2 --oversubscribe)
+mpi3=("$mpiexec" -np 3 --oversubscribe)
 mpi4=("$mpiexec" -np 4 --oversubscribe)
 
 blobs="$tmp/blobs.h5"
@@ -92,6 +94,65 @@ TOML
     acc=$(sed -nE 's/^final test accuracy: ([0-9.]+)%.*/\1/p' "$tmp/out")
     [[ -n $acc ]] || fail "no final accuracy printed"
     awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 80.0) }' || fail "accuracy $acc% < 80%"
+    ;;
+  ps_bad_inputs)
+    # Every rank rejects these before any message: exit 2, no hang, no abort.
+    expect_error 2 "--num-ps" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 3
+    expect_error 2 "--num-ps" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 5
+    expect_error 2 "--num-ps" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 0
+    expect_error 2 "--num-ps" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps
+    expect_error 2 "--num-ps" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps -1
+    expect_error 2 "--num-ps" "${mpi2[@]}" "$trainer" "${small[@]}" --num-ps 1
+    expect_error 2 "--ps-async" "${mpi2[@]}" "$trainer" "${small[@]}" --ps-async
+    expect_error 2 "--ps-sync" "${mpi2[@]}" "$trainer" "${small[@]}" --ps-sync
+    expect_error 2 "--max-staleness" "${mpi2[@]}" "$trainer" "${small[@]}" --max-staleness 2
+    expect_error 2 "--max-staleness" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --max-staleness 2
+    expect_error 2 "--max-staleness" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --ps-async --max-staleness -2
+    expect_error 2 "exclude" "${mpi3[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --ps-sync --ps-async
+    expect_error 2 "--mode" "${mpi2[@]}" "$trainer" "${small[@]}" --mode star
+    expect_error 2 "--timeline" "${mpi2[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --timeline "$tmp/t.json"
+    expect_error 2 "--num-ps" "$trainer" "${small[@]}" --mode ps --num-ps 1
+    # 24 rows per step over 4 - 2 = 2 workers is fine; over 4 - 1 = 3 it is too (24 % 3 == 0);
+    # 26 over 3 workers is not.
+    expect_error 2 "3 workers" "${mpi4[@]}" "$trainer" "${small[@]}" --mode ps --num-ps 1 --batch-size 26
+    ;;
+  ps)
+    # Sync PS with 1 server and 2 workers trains the model 2 allreduce ranks train.
+    run=("${small[@]}" --no-shuffle --epochs 2 --log-level info)
+    mpirun_np 3 "$trainer" "${run[@]}" --mode ps --num-ps 1 --ps-sync --metrics "$tmp/ps.csv" >"$tmp/ps.out" ||
+      fail "ps sync run failed"
+    mpirun_np 2 "$trainer" "${run[@]}" --metrics "$tmp/ar.csv" >"$tmp/ar.out" || fail "allreduce run failed"
+    for want in "rank 0 = ps:0" "rank 1 = worker:0" "rank 2 = worker:1" "traffic per rank per step: ps sent"; do
+      grep -qF "$want" "$tmp/ps.out" || fail "ps output lacks '$want'"
+    done
+    grep -qF "traffic per rank per step: sent" "$tmp/ar.out" || fail "allreduce output lacks its traffic line"
+    # epoch, steps and test accuracy equal; losses within float noise.
+    diff <(cut -d, -f1,2,5 "$tmp/ps.csv") <(cut -d, -f1,2,5 "$tmp/ar.csv") >&2 || fail "ps sync and allreduce differ"
+    paste -d, <(tail -n +2 "$tmp/ps.csv" | cut -d, -f3,4) <(tail -n +2 "$tmp/ar.csv" | cut -d, -f3,4) |
+      awk -F, '{ for (i = 1; i <= 2; ++i) { d = $i - $(i + 2); if (d < 0) d = -d; if (d > 1e-4 * (1 + $(i + 2))) exit 1 } }' ||
+      fail "ps sync and allreduce losses differ"
+    # Async with a bound: staleness reported and within the bound.
+    mpirun_np 4 "$trainer" "${small[@]}" --epochs 2 --mode ps --num-ps 1 --ps-async --max-staleness 1 \
+      --optimizer sgd --lr 0.1 --log-level info >"$tmp/async.out" || fail "ps async run failed"
+    max=$(sed -nE 's/^staleness: mean [0-9.]+, max ([0-9]+) versions.*/\1/p' "$tmp/async.out")
+    [[ -n $max && $max -le 1 ]] || fail "staleness max '$max' missing or above the bound 1"
+    grep -qE "^epoch 2 .*staleness mean" "$tmp/async.out" || fail "no per-epoch staleness"
+    acc=$(sed -nE 's/^final test accuracy: ([0-9.]+)%.*/\1/p' "$tmp/async.out")
+    awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 90.0) }' || fail "async accuracy $acc% < 90%"
+    ;;
+  compare_modes)
+    # jobs/compare_modes.sh at a tiny size, on the blobs, so the script cannot rot.
+    build=$(cd "$(dirname "$trainer")/../.." && pwd)
+    RF_BUILD_DIR="$build" RF_DATA="$blobs" RF_TRAIN_ROWS=480 RF_BATCH=24 RF_EPOCHS=2 RF_TARGET=0.5 \
+      bash "$(dirname "${BASH_SOURCE[0]}")/../../jobs/compare_modes.sh" >"$tmp/table" 2>&1 ||
+      { cat "$tmp/table" >&2; fail "compare_modes.sh failed"; }
+    cat "$tmp/table"
+    for mode in ring mpi ps-sync ps-async ring-W; do
+      grep -qE "^$mode	[^	]+	[0-9]+	[0-9]" "$tmp/table" || fail "no '$mode' row with figures"
+    done
+    for n in 8 64 512; do grep -qE "^$n	[0-9.]+	[0-9.]+	[0-9.]+$" "$tmp/table" || fail "no projection for $n ranks"; done
+    acc() { awk -F'\t' -v m="$1" '$1 == m { print $8 }' "$tmp/table"; }
+    [[ $(acc ring) == "$(acc ps-sync)" ]] || fail "ring $(acc ring) and ps-sync $(acc ps-sync) trained different models"
     ;;
   *)
     echo "unknown case $case" >&2

@@ -230,6 +230,28 @@ TEST(RingAllreduce, HundredBackToBackCallsOfVaryingLength) {
   EXPECT_LE(comm.scratch_allocations() - allocations_before, 1);
 }
 
+TEST(RingAllreduce, CountsTheBytesTheRingMoves) {
+  // Each rank sends N-1 chunks in reduce-scatter and N-1 in allgather: over
+  // all ranks 2(N-1) * bytes each way, and per rank 2(N-1)/N * bytes up to
+  // the chunks' rounding (one float per chunk and step).
+  Communicator comm = make_comm();
+  comm.set_max_segment_bytes(64);  // several segments per chunk
+  const int n = comm.size();
+  for (std::size_t count : {std::size_t{1}, std::size_t{97}, std::size_t{1000}}) {
+    auto data = int_input(comm.rank(), count);
+    const std::int64_t sent0 = comm.bytes_sent(), recv0 = comm.bytes_received();
+    ring_allreduce(comm, std::span<float>(data));
+    std::int64_t mine[2] = {comm.bytes_sent() - sent0, comm.bytes_received() - recv0};
+    std::int64_t total[2] = {0, 0};
+    MPI_Allreduce(mine, total, 2, MPI_INT64_T, MPI_SUM, comm.handle());
+    const auto bytes = static_cast<std::int64_t>(count * sizeof(float));
+    EXPECT_EQ(total[0], 2 * (n - 1) * bytes) << count;
+    EXPECT_EQ(total[1], 2 * (n - 1) * bytes) << count;
+    const double per_rank = 2.0 * (n - 1) / n * static_cast<double>(bytes);
+    EXPECT_LE(std::abs(static_cast<double>(mine[0]) - per_rank), 2.0 * n * sizeof(float)) << count;
+  }
+}
+
 TEST(Broadcast, FloatsAndBytesFromEveryKindOfRoot) {
   Communicator comm = make_comm();
   const int n = comm.size();

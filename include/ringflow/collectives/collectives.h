@@ -6,4 +6,5 @@
 #include "ringflow/collectives/broadcast.h"
 #include "ringflow/collectives/communicator.h"
 #include "ringflow/collectives/environment.h"
+#include "ringflow/collectives/ps_transport.h"
 #include "ringflow/collectives/types.h"

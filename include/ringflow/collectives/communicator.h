@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -114,6 +115,16 @@ class Communicator {
   // How many times scratch() had to allocate (for tests of the invariant above).
   int scratch_allocations() const { return scratch_allocations_; }
 
+  // Payload bytes this rank's allreduces sent and received, summed over calls.
+  // The ring counts its messages; MPI_Allreduce hides its algorithm, so it is
+  // counted as the 2(N-1)/N * bytes that a bandwidth-optimal allreduce moves.
+  std::int64_t bytes_sent() const { return bytes_sent_; }
+  std::int64_t bytes_received() const { return bytes_received_; }
+  void add_traffic(std::int64_t sent, std::int64_t received) {
+    bytes_sent_ += sent;
+    bytes_received_ += received;
+  }
+
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
@@ -127,6 +138,8 @@ class Communicator {
   std::unique_ptr<float, FreeDeleter> scratch_;
   std::size_t scratch_floats_ = 0;
   int scratch_allocations_ = 0;
+  std::int64_t bytes_sent_ = 0;
+  std::int64_t bytes_received_ = 0;
 };
 
 // MPI_Barrier on the communicator.

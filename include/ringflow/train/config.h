@@ -49,6 +49,12 @@ struct TrainConfig {
   int keep_checkpoints = 3;      // newest K kept
   bool resume = false;           // continue from the newest valid checkpoint
   double stall_timeout = 300;    // seconds a wait on other ranks may last (0 = off)
+  // parameter-server mode (see ringflow/train/ps.h); the "not given" values
+  // let validate() reject ps flags without --mode ps
+  std::string mode = "allreduce";   // allreduce | ps
+  int num_ps = 0;                   // ps: ranks 0..num_ps-1 are servers (>= 1 in ps mode)
+  std::string ps_update;            // ps: sync (default) | async
+  std::int64_t max_staleness = -1;  // ps async: bound on staleness (-1 = none)
   // test-only fault injection (hidden flags)
   std::int64_t test_nan_step = 0;    // feed NaN at this (1-based) step on the last rank
   int test_step_delay_ms = 0;        // sleep this long after every step...
@@ -63,9 +69,17 @@ struct CheckpointEvery {
 };
 CheckpointEvery parse_checkpoint_every(const std::string& s);
 
+// The number of ranks that compute gradients: N, or N - num_ps in ps mode.
+int num_gradient_ranks(const TrainConfig& c, int num_ranks);
+
 // Raises InvalidArgument naming the flag when a value is out of range.
 // num_ranks is the job's size (the batch must split evenly across ranks).
 void validate(const TrainConfig& c, int num_ranks);
+
+// The learning rate of the schedule at a (0-based) step, with
+// steps_per_epoch global steps per epoch.
+float scheduled_learning_rate(const TrainConfig& c, std::int64_t step,
+                              std::int64_t steps_per_epoch);
 
 // "key = value" lines in TOML style: the effective configuration.
 std::string to_toml(const TrainConfig& c);

@@ -1,0 +1,220 @@
+#include "ps_server.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "ringflow/ops/optimizers.h"
+
+namespace ringflow::train {
+
+namespace rc = collectives;
+
+namespace {
+
+// The same choice as the allreduce Trainer makes from the configuration.
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, Output lr) {
+  if (c.optimizer == "sgd") return std::make_unique<GradientDescent>(lr, c.weight_decay);
+  if (c.optimizer == "momentum" || c.optimizer == "nesterov")
+    return std::make_unique<Momentum>(lr, c.momentum, c.optimizer == "nesterov", c.weight_decay);
+  return std::make_unique<Adam>(lr, 0.9f, 0.999f, 1e-8f, c.weight_decay);
+}
+
+}  // namespace
+
+PsServer::PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_epoch, int threads,
+                   rc::PsTransport& transport, std::span<const float> initial)
+    : config_(config),
+      shard_(shard),
+      steps_per_epoch_(steps_per_epoch),
+      transport_(transport),
+      num_workers_(transport.roles().num_workers()),
+      sync_(config.ps_update != "async"),
+      max_staleness_(config.max_staleness) {
+  const auto n = static_cast<std::int64_t>(initial.size());
+  // shard: (n), grad: (n); the apply op is elementwise, so a flat range of
+  // several variables updates exactly as the variables would one by one.
+  var_ = graph_.variable("ps/shard", Shape{n}, init::zeros());
+  grad_ = graph_.placeholder("ps/grad", Shape{n});
+  lr_ = graph_.placeholder("learning_rate", {});
+  train_op_ = make_optimizer(config_, lr_)->apply_gradients({{grad_, var_}}, "ps/apply");
+  session_ = std::make_unique<Session>(graph_, SessionOptions{.num_threads = threads});
+  session_->variables();  // the slots start from their initialisers (zeros)
+  Tensor& v = session_->variable(var_);
+  if (n > 0) std::memcpy(v.data<float>(), initial.data(), initial.size_bytes());
+  grad_feed_ = Tensor::zeros(DType::f32, Shape{n});
+  const auto w = static_cast<std::size_t>(num_workers_);
+  if (sync_) grads_.assign(w, std::vector<float>(static_cast<std::size_t>(n)));
+  pushed_step_.assign(w, -1);
+  done_.assign(w, false);
+  outstanding_.assign(w, -1);
+}
+
+PsServer::~PsServer() = default;
+
+std::span<const float> PsServer::values() {
+  Tensor& v = session_->variable(var_);
+  return {v.data<float>(), static_cast<std::size_t>(v.num_elements())};
+}
+
+void PsServer::serve(
+    const std::function<void(const rc::PsMessage&, const PsEpochExtra&)>& on_report) {
+  const rc::PsRoles& roles = transport_.roles();
+  while (num_done_ < num_workers_) {
+    const rc::PsMessage m = transport_.receive_any();
+    RF_CHECK_AS(CommError, !roles.is_server(m.source) && m.shard == shard_, roles.name(shard_),
+                ": a message for shard ", m.shard, " from ", roles.name(m.source));
+    const int w = roles.worker_index(m.source);
+    const auto wi = static_cast<std::size_t>(w);
+    RF_CHECK_AS(CommError, !done_[wi], roles.name(shard_), ": a message from ",
+                roles.name(m.source), " after it said DONE");
+    switch (m.kind) {
+      case rc::PsKind::pull:
+        pending_.push_back({w, m.header});
+        break;
+      case rc::PsKind::push:
+        on_push(m, w);
+        break;
+      case rc::PsKind::done:
+        RF_CHECK_AS(CommError, outstanding_[wi] < 0, roles.name(m.source),
+                    " said DONE with a gradient outstanding");
+        done_[wi] = true;
+        ++num_done_;
+        if (sync_) try_apply_sync();  // the others may have been waiting for it only
+        break;
+      case rc::PsKind::report: {
+        PsEpochExtra extra;
+        extra.staleness_mean = window_count_ > 0 ? static_cast<double>(window_sum_) /
+                                                       static_cast<double>(window_count_)
+                                                 : 0.0;
+        extra.staleness_max = window_max_;
+        window_count_ = window_sum_ = window_max_ = 0;
+        if (on_report) on_report(m, extra);
+        break;
+      }
+      default:
+        RF_THROW(CommError, roles.name(shard_), ": unexpected message kind ",
+                 static_cast<int>(m.kind), " from ", roles.name(m.source));
+    }
+    answer_pending();
+  }
+  RF_CHECK_AS(InternalError, pending_.empty(), roles.name(shard_), ": ", pending_.size(),
+              " pulls unanswered at shutdown");
+  transport_.wait_sends();
+}
+
+void PsServer::on_push(const rc::PsMessage& m, int w) {
+  const auto wi = static_cast<std::size_t>(w);
+  const std::span<const float> g = m.floats();
+  RF_CHECK_AS(CommError, static_cast<std::int64_t>(g.size()) == grad_feed_.num_elements(),
+              transport_.roles().name(shard_), ": a gradient of ", g.size(), " floats from ",
+              transport_.roles().name(transport_.roles().worker_rank(w)), ", expected ",
+              grad_feed_.num_elements());
+  ++stats_.gradients;
+  outstanding_[wi] = -1;
+  if (sync_) {
+    RF_CHECK_AS(CommError, m.header.step == stats_.version && pushed_step_[wi] < m.header.step,
+                transport_.roles().name(shard_), ": a sync gradient for step ", m.header.step,
+                " while gathering step ", stats_.version);
+    std::copy(g.begin(), g.end(), grads_[wi].begin());
+    pushed_step_[wi] = m.header.step;
+    try_apply_sync();
+    return;
+  }
+  // async: apply it now. staleness = version now - version it was computed on
+  const std::int64_t staleness = stats_.version - m.header.version;
+  RF_CHECK_AS(CommError, staleness >= 0, "a gradient from the future (version ", m.header.version,
+              " > ", stats_.version, ")");
+  stats_.staleness_sum += staleness;
+  stats_.staleness_max = std::max(stats_.staleness_max, staleness);
+  ++window_count_;
+  window_sum_ += staleness;
+  window_max_ = std::max(window_max_, staleness);
+  std::copy(g.begin(), g.end(), grad_feed_.data<float>());
+  // W gradients of B/W rows make one global step of the schedule.
+  apply(stats_.version / num_workers_);
+}
+
+void PsServer::try_apply_sync() {
+  const std::int64_t t = stats_.version;
+  int count = 0;
+  for (int w = 0; w < num_workers_; ++w) {
+    const auto wi = static_cast<std::size_t>(w);
+    if (pushed_step_[wi] == t) {
+      ++count;
+    } else if (!done_[wi]) {
+      return;  // a worker still training has not pushed step t
+    }
+  }
+  if (count == 0) return;
+  // Deterministic average: sum in worker order, then divide by the count.
+  float* __restrict out = grad_feed_.data<float>();
+  const auto n = static_cast<std::size_t>(grad_feed_.num_elements());
+  bool first = true;
+  for (int w = 0; w < num_workers_; ++w) {
+    const auto wi = static_cast<std::size_t>(w);
+    if (pushed_step_[wi] != t) continue;
+    const float* __restrict g = grads_[wi].data();
+    if (first) {
+      std::copy(g, g + n, out);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) out[i] += g[i];
+    }
+    first = false;
+  }
+  if (count > 1) {
+    const auto divisor = static_cast<float>(count);
+    for (std::size_t i = 0; i < n; ++i) out[i] /= divisor;
+  }
+  apply(t);
+}
+
+void PsServer::apply(std::int64_t schedule_step) {
+  const float lr = scheduled_learning_rate(config_, schedule_step, steps_per_epoch_);
+  session_->run({}, {{grad_, grad_feed_}, {lr_, Tensor::scalar(lr)}}, {train_op_});
+  ++stats_.version;
+}
+
+bool PsServer::answerable(const Pull& p) const {
+  if (p.header.flags & rc::kPsEvalPull) return !sync_ || stats_.version >= p.header.step;
+  if (sync_) return stats_.version >= p.header.step;
+  if (max_staleness_ < 0) return true;
+  // Bounded: version + |O| - v_min <= k, v_min over the outstanding pulls
+  // and this one (see ps.h).
+  std::int64_t outstanding = 0, v_min = stats_.version;
+  for (std::int64_t v : outstanding_) {
+    if (v < 0) continue;
+    ++outstanding;
+    v_min = std::min(v_min, v);
+  }
+  return stats_.version + outstanding - v_min <= max_staleness_;
+}
+
+void PsServer::answer(const Pull& p) {
+  const rc::PsRoles& roles = transport_.roles();
+  const int dest = roles.worker_rank(p.worker);
+  const auto vals = values();
+  auto buf = transport_.send_buffer(dest, vals.size());
+  std::copy(vals.begin(), vals.end(), buf.begin());
+  rc::PsHeader h;
+  h.step = p.header.step;
+  h.version = stats_.version;
+  h.flags = p.header.flags;
+  transport_.post(dest, rc::PsKind::params, shard_, h);
+  if (!(p.header.flags & rc::kPsEvalPull) && !sync_)
+    outstanding_[static_cast<std::size_t>(p.worker)] = stats_.version;
+}
+
+void PsServer::answer_pending() {
+  // In arrival order; one answer can make a later pull unanswerable (a new
+  // outstanding gradient), so re-test each in turn.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (answerable(*it)) {
+      answer(*it);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace ringflow::train

@@ -1,0 +1,67 @@
+// One parameter server: its shard as a variable of a small graph with the
+// optimizer's apply op, and the serving loop (see ringflow/train/ps.h).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "ringflow/collectives/ps_transport.h"
+#include "ringflow/runtime/session.h"
+#include "ringflow/train/ps.h"
+
+namespace ringflow::train {
+
+class PsServer {
+ public:
+  // initial: the shard's initial values (shard_size floats).
+  PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_epoch, int threads,
+           collectives::PsTransport& transport, std::span<const float> initial);
+  ~PsServer();
+
+  // Serves until every worker has said DONE. on_report receives worker:0's
+  // epoch reports (only ps:0 gets them).
+  void serve(const std::function<void(const collectives::PsMessage&, const PsEpochExtra&)>&
+                 on_report = {});
+
+  std::span<const float> values();
+  const PsServerStats& stats() const { return stats_; }
+
+ private:
+  struct Pull {
+    int worker;
+    collectives::PsHeader header;
+  };
+  void on_push(const collectives::PsMessage& m, int worker);
+  void try_apply_sync();
+  void apply(std::int64_t schedule_step);
+  bool answerable(const Pull& p) const;
+  void answer(const Pull& p);
+  void answer_pending();
+
+  TrainConfig config_;
+  int shard_;
+  std::int64_t steps_per_epoch_;
+  collectives::PsTransport& transport_;
+  int num_workers_;
+  bool sync_;
+  std::int64_t max_staleness_;  // -1: unbounded
+  Graph graph_;
+  Output var_, grad_, lr_, train_op_;
+  std::unique_ptr<Session> session_;
+  Tensor grad_feed_;
+  // sync: each worker's gradient for the step being gathered
+  std::vector<std::vector<float>> grads_;
+  std::vector<std::int64_t> pushed_step_;  // -1: none
+  std::vector<bool> done_;
+  int num_done_ = 0;
+  // async with a bound: the version each outstanding pull was answered at
+  std::vector<std::int64_t> outstanding_;  // -1: none
+  std::deque<Pull> pending_;
+  PsServerStats stats_;
+  std::int64_t window_count_ = 0, window_sum_ = 0, window_max_ = 0;  // since the last report
+};
+
+}  // namespace ringflow::train

@@ -1,0 +1,70 @@
+// One parameter-server worker: the model graph without an optimizer, its
+// shards of the data, and the pull / compute / push step (see ringflow/train/ps.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ringflow/collectives/ps_transport.h"
+#include "ringflow/datasets/batch.h"
+#include "ringflow/runtime/session.h"
+#include "ringflow/train/ps.h"
+
+namespace ringflow::train {
+
+// Exact evaluation sums of one rank's test shard.
+struct EvalSums {
+  double loss_sum = 0;
+  double correct = 0;
+  double rows = 0;
+};
+
+class PsWorker {
+ public:
+  PsWorker(const TrainConfig& config, int worker, const PsLayout& layout, int threads,
+           collectives::PsTransport& transport, const PsTestHooks& hooks);
+  ~PsWorker();
+
+  // Pulls the parameters, computes the gradient of the next local batch and
+  // pushes it. Returns the batch's loss.
+  double step();
+  // Pulls the current parameters without taking part in staleness
+  // accounting (evaluation); in sync mode waits for `after_steps` updates.
+  void pull_for_eval(std::int64_t after_steps);
+  // Overwrites the parameters with a full flat vector (after training).
+  void set_parameters(std::span<const float> flat);
+  EvalSums evaluate_shard();
+  // Tells every server this worker is done.
+  void finish();
+
+  std::int64_t steps_per_epoch() const { return batches_->steps_per_epoch(); }
+  std::int64_t steps() const { return step_; }
+  std::int64_t test_rows() const { return test_shard_.total_rows; }
+  const Model& model() const { return model_; }
+
+ private:
+  void pull(std::int64_t flags);
+  void unpack(int shard, std::span<const float> values);
+
+  TrainConfig config_;
+  int worker_;
+  const PsLayout& layout_;
+  collectives::PsTransport& transport_;
+  PsTestHooks hooks_;
+  bool sequential_pulls_;
+  datasets::Shard train_shard_, test_shard_;
+  std::unique_ptr<datasets::BatchIterator> batches_;
+  Graph graph_;
+  Model model_;
+  std::vector<Output> vars_, grads_;
+  std::vector<Tensor*> var_tensors_;
+  std::unique_ptr<Session> session_;
+  Tensor x_batch_, y_batch_;
+  std::vector<std::int64_t> versions_;  // of each shard's last pull
+  std::int64_t step_ = 0;
+  std::int64_t epoch_ = 0;
+  bool epoch_started_ = false;
+};
+
+}  // namespace ringflow::train
