@@ -16,9 +16,11 @@ int message_bytes(std::size_t payload_bytes) {
   return static_cast<int>(total);
 }
 
-// Training traffic only: evaluation pulls, their replies and reports are not counted.
+// Training traffic only: evaluation pulls, their replies, reports and
+// checkpoints are not counted.
 bool counted(PsKind kind, const PsHeader& header) {
-  return kind != PsKind::report && (header.flags & kPsEvalPull) == 0;
+  return kind != PsKind::report && kind != PsKind::checkpoint && kind != PsKind::snapshot &&
+         (header.flags & kPsEvalPull) == 0;
 }
 
 }  // namespace

@@ -135,6 +135,12 @@ int run_ps(const rt::TrainConfig& config, rc::Communicator& comm) {
   }
 
   try {
+    trainer->start();
+  } catch (const rt::AgreedError& e) {
+    if (rank == 0) std::cerr << "trainer: error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+  try {
     trainer->run([&](const rt::EpochMetrics& m, const rt::PsEpochExtra& x) {
       if (rank != 0) return;
       if (metrics) metrics->write(m, x);
@@ -158,6 +164,8 @@ int run_ps(const rt::TrainConfig& config, rc::Communicator& comm) {
     if (rank == 0) {
       std::cout << std::flush;
       std::printf("final test accuracy: %.2f%% (test loss %.4f)\n", 100.0 * acc, loss);
+      if (!trainer->last_checkpoint().empty())
+        std::printf("last checkpoint: '%s'\n", trainer->last_checkpoint().c_str());
       if (async)
         std::printf("staleness: mean %.2f, max %lld versions over %lld gradients\n",
                     s.staleness_mean, static_cast<long long>(s.staleness_max),

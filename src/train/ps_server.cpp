@@ -3,23 +3,11 @@
 #include <algorithm>
 #include <cstring>
 
-#include "ringflow/ops/optimizers.h"
+#include "setup.h"
 
 namespace ringflow::train {
 
 namespace rc = collectives;
-
-namespace {
-
-// The same choice as the allreduce Trainer makes from the configuration.
-std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, Output lr) {
-  if (c.optimizer == "sgd") return std::make_unique<GradientDescent>(lr, c.weight_decay);
-  if (c.optimizer == "momentum" || c.optimizer == "nesterov")
-    return std::make_unique<Momentum>(lr, c.momentum, c.optimizer == "nesterov", c.weight_decay);
-  return std::make_unique<Adam>(lr, 0.9f, 0.999f, 1e-8f, c.weight_decay);
-}
-
-}  // namespace
 
 PsServer::PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_epoch, int threads,
                    rc::PsTransport& transport, std::span<const float> initial)
@@ -38,7 +26,8 @@ PsServer::PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_
   lr_ = graph_.placeholder("learning_rate", {});
   train_op_ = make_optimizer(config_, lr_)->apply_gradients({{grad_, var_}}, "ps/apply");
   session_ = std::make_unique<Session>(graph_, SessionOptions{.num_threads = threads});
-  session_->variables();  // the slots start from their initialisers (zeros)
+  // The slots start from their initialisers (zeros).
+  for (auto& [name, t] : session_->variables()) state_layout_.emplace_back(name, t->num_elements());
   Tensor& v = session_->variable(var_);
   if (n > 0) std::memcpy(v.data<float>(), initial.data(), initial.size_bytes());
   grad_feed_ = Tensor::zeros(DType::f32, Shape{n});
@@ -56,11 +45,75 @@ std::span<const float> PsServer::values() {
   return {v.data<float>(), static_cast<std::size_t>(v.num_elements())};
 }
 
+std::vector<float> PsServer::snapshot() {
+  std::vector<float> state;
+  for (auto& [name, t] : session_->variables()) {
+    const float* p = t->data<float>();
+    state.insert(state.end(), p, p + t->num_elements());
+  }
+  return state;
+}
+
+void PsServer::restore(std::span<const float> state, std::int64_t version) {
+  std::size_t off = 0;
+  for (auto& [name, t] : session_->variables()) {
+    const auto n = static_cast<std::size_t>(t->num_elements());
+    RF_CHECK_AS(InternalError, off + n <= state.size(), "a server state of ", state.size(),
+                " floats is too short");
+    std::memcpy(t->data<float>(), state.data() + off, n * sizeof(float));
+    off += n;
+  }
+  RF_CHECK_AS(InternalError, off == state.size(), "a server state of ", state.size(),
+              " floats, expected ", off);
+  stats_.version = version;
+}
+
+void PsServer::take_snapshots() {
+  const rc::PsRoles& roles = transport_.roles();
+  while (!checkpoint_requests_.empty() &&
+         (!sync_ || stats_.version >= checkpoint_requests_.front())) {
+    const std::int64_t t = checkpoint_requests_.front();
+    checkpoint_requests_.pop_front();
+    // Sync: worker:0 asks after its push of step t-1 and before that of step
+    // t, so no update past t can have been applied yet.
+    RF_CHECK_AS(InternalError, !sync_ || stats_.version == t, roles.name(shard_),
+                ": checkpoint of step ", t, " asked for at version ", stats_.version);
+    const std::vector<float> state = snapshot();
+    if (shard_ == 0) {
+      on_snapshot(t, 0, state, stats_.version);
+    } else {
+      rc::PsHeader h;
+      h.step = t;
+      h.version = stats_.version;
+      transport_.send(roles.server_rank(0), rc::PsKind::snapshot, shard_, h,
+                      std::as_bytes(std::span(state)));
+    }
+  }
+}
+
+void PsServer::on_snapshot(std::int64_t step, int shard, std::span<const float> state,
+                           std::int64_t version) {
+  Collecting& c = collecting_[step];
+  c.shards.resize(static_cast<std::size_t>(transport_.roles().num_servers()));
+  c.shards[static_cast<std::size_t>(shard)].assign(state.begin(), state.end());
+  if (shard == 0) c.version = version;
+  if (++c.count < transport_.roles().num_servers()) return;
+  if (writer_) writer_(step, c.version, c.shards);
+  collecting_.erase(step);
+}
+
 void PsServer::serve(
     const std::function<void(const rc::PsMessage&, const PsEpochExtra&)>& on_report) {
   const rc::PsRoles& roles = transport_.roles();
-  while (num_done_ < num_workers_) {
+  // Past the workers' DONE, a checkpoint asked for may still be in progress.
+  while (num_done_ < num_workers_ || !checkpoint_requests_.empty() || !collecting_.empty()) {
     const rc::PsMessage m = transport_.receive_any();
+    if (m.kind == rc::PsKind::snapshot) {
+      RF_CHECK_AS(CommError, shard_ == 0 && roles.is_server(m.source), roles.name(shard_),
+                  ": a snapshot from ", roles.name(m.source));
+      on_snapshot(m.header.step, m.shard, m.floats(), m.header.version);
+      continue;
+    }
     RF_CHECK_AS(CommError, !roles.is_server(m.source) && m.shard == shard_, roles.name(shard_),
                 ": a message for shard ", m.shard, " from ", roles.name(m.source));
     const int w = roles.worker_index(m.source);
@@ -81,6 +134,9 @@ void PsServer::serve(
         ++num_done_;
         if (sync_) try_apply_sync();  // the others may have been waiting for it only
         break;
+      case rc::PsKind::checkpoint:
+        checkpoint_requests_.push_back(m.header.step);
+        break;
       case rc::PsKind::report: {
         PsEpochExtra extra;
         extra.staleness_mean = window_count_ > 0 ? static_cast<double>(window_sum_) /
@@ -95,7 +151,11 @@ void PsServer::serve(
         RF_THROW(CommError, roles.name(shard_), ": unexpected message kind ",
                  static_cast<int>(m.kind), " from ", roles.name(m.source));
     }
+    take_snapshots();
     answer_pending();
+    RF_CHECK_AS(InternalError, num_done_ < num_workers_ || checkpoint_requests_.empty(),
+                roles.name(shard_), ": every worker is done, but the checkpoint of step ",
+                checkpoint_requests_.front(), " cannot be taken at version ", stats_.version);
   }
   RF_CHECK_AS(InternalError, pending_.empty(), roles.name(shard_), ": ", pending_.size(),
               " pulls unanswered at shutdown");

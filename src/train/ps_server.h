@@ -5,7 +5,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "ringflow/collectives/ps_transport.h"
@@ -29,6 +32,24 @@ class PsServer {
   std::span<const float> values();
   const PsServerStats& stats() const { return stats_; }
 
+  // The shard's whole state: every variable of the server's graph (the shard,
+  // then the optimizer's slots), concatenated in graph order. restore() is the
+  // inverse and also sets the version (resume).
+  std::vector<float> snapshot();
+  void restore(std::span<const float> state, std::int64_t version);
+  // Names and sizes in floats of those variables ("ps/shard", "ps/shard/momentum", ...).
+  const std::vector<std::pair<std::string, std::int64_t>>& state_layout() const {
+    return state_layout_;
+  }
+
+  // Checkpoints: worker:0 asks every server for a checkpoint after step t; a
+  // server takes its snapshot once it has applied t updates (sync) or at once
+  // (async) and sends it to ps:0, which calls `fn` with every shard's
+  // snapshot (indexed by shard) and its own version.
+  using CheckpointFn = std::function<void(std::int64_t step, std::int64_t version,
+                                          const std::vector<std::vector<float>>& shards)>;
+  void set_checkpoint_writer(CheckpointFn fn) { writer_ = std::move(fn); }
+
  private:
   struct Pull {
     int worker;
@@ -40,6 +61,9 @@ class PsServer {
   bool answerable(const Pull& p) const;
   void answer(const Pull& p);
   void answer_pending();
+  void take_snapshots();
+  void on_snapshot(std::int64_t step, int shard, std::span<const float> state,
+                   std::int64_t version);
 
   TrainConfig config_;
   int shard_;
@@ -61,6 +85,15 @@ class PsServer {
   std::vector<std::int64_t> outstanding_;  // -1: none
   std::deque<Pull> pending_;
   PsServerStats stats_;
+  std::vector<std::pair<std::string, std::int64_t>> state_layout_;
+  std::deque<std::int64_t> checkpoint_requests_;  // steps asked for, not yet snapshot
+  struct Collecting {                             // ps:0: a checkpoint's shards so far
+    std::vector<std::vector<float>> shards;
+    int count = 0;
+    std::int64_t version = 0;
+  };
+  std::map<std::int64_t, Collecting> collecting_;
+  CheckpointFn writer_;
   std::int64_t window_count_ = 0, window_sum_ = 0, window_max_ = 0;  // since the last report
 };
 

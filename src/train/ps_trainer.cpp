@@ -2,11 +2,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <iostream>
 
 #include "ps_server.h"
 #include "ps_worker.h"
 #include "ringflow/datasets/format.h"
+#include "ringflow/train/checkpoint.h"
 #include "ringflow/train/ps.h"
+#include "setup.h"
 
 namespace ringflow::train {
 
@@ -107,6 +111,15 @@ PsTrainer::PsTrainer(const TrainConfig& config, rc::Communicator& comm, PsTestHo
   std::vector<std::int64_t> sizes;
   for (const auto& v : g.trainable_variables()) sizes.push_back(v.shape().num_elements());
   layout_ = make_ps_layout(sizes, roles_.num_servers());
+  plan_checkpoints(g);
+  every_ = parse_checkpoint_every(config_.checkpoint_every);
+  if (!config_.checkpoint_dir.empty() && comm_.rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(config_.checkpoint_dir, ec);
+    RF_CHECK_AS(IoError, !ec && std::filesystem::is_directory(config_.checkpoint_dir),
+                "--checkpoint-dir: cannot create directory '", config_.checkpoint_dir,
+                "': ", ec.message());
+  }
 
   transport_ = std::make_unique<rc::PsTransport>(comm_, roles_);
   if (is_server()) {
@@ -122,6 +135,12 @@ PsTrainer::PsTrainer(const TrainConfig& config, rc::Communicator& comm, PsTestHo
     server_ = std::make_unique<PsServer>(
         config_, p, steps_per_epoch_, threads_, *transport_,
         std::span<const float>(flat).subspan(b, static_cast<std::size_t>(layout_.shard_size(p))));
+    if (p == 0 && !config_.checkpoint_dir.empty()) {
+      server_->set_checkpoint_writer(
+          [this](std::int64_t step, std::int64_t, const std::vector<std::vector<float>>& shards) {
+            write_checkpoint_from(step, shards);
+          });
+    }
   } else {
     worker_ = std::make_unique<PsWorker>(config_, roles_.worker_index(comm_.rank()), layout_,
                                          threads_, *transport_, hooks_);
@@ -159,12 +178,29 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
   }
   const std::int64_t spe = steps_per_epoch_;
   const int epochs = static_cast<int>((total_steps_ + spe - 1) / spe);
+  const int first_epoch = static_cast<int>(worker_->steps() / spe);
   const auto start = std::chrono::steady_clock::now();
-  for (int e = 0; e < epochs; ++e) {
+  // worker:0 asks for the checkpoints (see ps.h).
+  const bool asks = !config_.checkpoint_dir.empty() && roles_.worker_index(comm_.rank()) == 0;
+  auto last_asked = start;
+  for (int e = first_epoch; e < epochs; ++e) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::int64_t steps = std::min(spe, total_steps_ - worker_->steps());
+    const std::int64_t steps =
+        std::min<std::int64_t>((e + 1) * spe, total_steps_) - worker_->steps();
     double loss = 0;
-    for (std::int64_t s = 0; s < steps; ++s) loss += worker_->step();
+    for (std::int64_t s = 0; s < steps; ++s) {
+      loss += worker_->step();
+      if (!asks) continue;
+      const std::int64_t t = worker_->steps();
+      const auto now = std::chrono::steady_clock::now();
+      if ((every_.steps > 0 && t % every_.steps == 0) ||
+          (every_.seconds > 0 &&
+           std::chrono::duration<double>(now - last_asked).count() >= every_.seconds) ||
+          t == total_steps_) {
+        request_checkpoint(t);
+        last_asked = now;
+      }
+    }
     trained_steps_ += steps;
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -190,8 +226,8 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
     m.samples_per_second = static_cast<double>(steps * config_.batch_size) / secs;
     m.elapsed_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    m.eta_seconds =
-        m.elapsed_seconds / static_cast<double>(e + 1) * static_cast<double>(epochs - e - 1);
+    m.eta_seconds = m.elapsed_seconds / static_cast<double>(e + 1 - first_epoch) *
+                    static_cast<double>(epochs - e - 1);
     history.push_back(m);
     if (roles_.worker_index(comm_.rank()) == 0) {
       const auto r = to_report(m);
@@ -204,6 +240,162 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
   }
   worker_->finish();
   return history;
+}
+
+void PsTrainer::plan_checkpoints(Graph& g) {
+  // The variables an allreduce run of this model holds, in its order: the
+  // model's, then the optimizer's slots (named <variable>/<slot>).
+  const auto vars = g.trainable_variables();
+  Output lr = g.placeholder("ps/checkpoint/learning_rate", {});
+  std::vector<GradAndVar> pairs;
+  for (const auto& v : vars)
+    pairs.push_back({g.placeholder(v.name() + "/ps/checkpoint/grad", v.shape()), v});
+  make_optimizer(config_, lr)->apply_gradients(pairs, "train");
+  for (const auto& v : g.variables()) {
+    CheckpointEntry e{v.name(), v.shape().dims(), -1, ""};
+    std::size_t matched = 0;
+    for (std::size_t k = 0; k < vars.size(); ++k) {
+      const std::string& base = vars[k].name();
+      if (v.name() == base) {
+        e.var = static_cast<int>(k);
+        e.slot.clear();
+        break;
+      }
+      if (v.name().size() > base.size() + 1 &&
+          v.name().compare(0, base.size() + 1, base + "/") == 0 && base.size() > matched) {
+        matched = base.size();
+        e.var = static_cast<int>(k);
+        e.slot = v.name().substr(base.size() + 1);
+      }
+    }
+    RF_CHECK_AS(InternalError, e.var >= 0, "ps checkpoints: variable '", v.name(),
+                "' is neither a model variable nor one of its slots");
+    entries_.push_back(std::move(e));
+  }
+}
+
+int PsTrainer::entry_index(int var, const std::string& slot) const {
+  for (std::size_t i = 0; i < entries_.size(); ++i)
+    if (entries_[i].var == var && entries_[i].slot == slot) return static_cast<int>(i);
+  RF_THROW(InternalError, "ps checkpoints: no slot '", slot, "' of variable ", var);
+}
+
+namespace {
+
+// The slot a server variable holds: "" for the shard itself (ps/shard).
+std::string server_slot(const std::string& name) {
+  const std::string base = "ps/shard";
+  return name == base ? std::string() : name.substr(base.size() + 1);
+}
+
+}  // namespace
+
+void PsTrainer::request_checkpoint(std::int64_t step) {
+  rc::PsHeader h;
+  h.step = step;
+  for (int p = 0; p < roles_.num_servers(); ++p)
+    transport_->send(roles_.server_rank(p), rc::PsKind::checkpoint, p, h);
+}
+
+void PsTrainer::write_checkpoint_from(std::int64_t step,
+                                      const std::vector<std::vector<float>>& shards) {
+  Checkpoint c;
+  c.step = step;
+  c.epoch = step / steps_per_epoch_;
+  c.step_in_epoch = step % steps_per_epoch_;
+  c.seed = config_.seed;
+  c.model = model_signature(config_);
+  c.config = to_toml(config_);
+  c.num_ranks = comm_.size();
+  const auto& state = server_->state_layout();
+  for (const auto& e : entries_) {
+    CheckpointVariable v{
+        e.name, e.shape,
+        std::vector<float>(static_cast<std::size_t>(Shape(e.shape).num_elements()))};
+    const bool scalar = e.shape.empty();
+    for (int p = 0; p < roles_.num_servers(); ++p) {
+      // The slot's place in shard p's snapshot: shard-sized variables, scalars.
+      std::size_t off = 0;
+      std::size_t j = 0;
+      for (; j < state.size() && server_slot(state[j].first) != e.slot; ++j)
+        off += entries_[static_cast<std::size_t>(entry_index(0, server_slot(state[j].first)))]
+                       .shape.empty()
+                   ? 1
+                   : static_cast<std::size_t>(layout_.shard_size(p));
+      RF_CHECK_AS(InternalError, j < state.size(), "ps checkpoints: the servers hold no '", e.slot,
+                  "' slot");
+      const auto& snap = shards[static_cast<std::size_t>(p)];
+      if (scalar) {  // the same on every server (adam_t counts updates)
+        if (p == 0) v.values[0] = snap[off];
+        continue;
+      }
+      for (const PsPiece& piece : layout_.pieces[static_cast<std::size_t>(p)]) {
+        if (piece.var != e.var) continue;
+        std::memcpy(v.values.data() + piece.var_offset, snap.data() + off + piece.shard_offset,
+                    static_cast<std::size_t>(piece.count) * sizeof(float));
+      }
+    }
+    c.variables.push_back(std::move(v));
+  }
+  try {
+    last_checkpoint_ = write_checkpoint(config_.checkpoint_dir, c).string();
+    prune_checkpoints(config_.checkpoint_dir, config_.keep_checkpoints);
+  } catch (const Error& e) {
+    RF_THROW(IoError, "step ", step, ": ", e.what(), "; the previous checkpoints are intact");
+  }
+  if (config_.log_level == "debug")
+    std::cerr << "trainer: wrote checkpoint '" << last_checkpoint_ << "'\n";
+}
+
+void PsTrainer::start() {
+  if (config_.checkpoint_dir.empty() || !config_.resume) return;
+  std::vector<ExpectedVariable> expected;
+  for (const auto& e : entries_) expected.push_back({e.name, e.shape});
+  const Resumed r =
+      resume_checkpoint(comm_, config_.checkpoint_dir, expected, model_signature(config_));
+  const bool log = comm_.rank() == 0 && config_.log_level != "error";
+  if (!r.found) {
+    if (log)
+      std::cerr << "trainer: --resume: no checkpoint in '" << config_.checkpoint_dir
+                << "' yet; starting at step 0\n";
+    return;
+  }
+  RF_CHECK_AS(train::AgreedError, r.step <= total_steps_, "--resume: checkpoint '",
+              comm_.rank() == 0 ? r.path : std::string("of rank 0"), "' is at step ", r.step,
+              ", past this run's ", total_steps_, " steps; raise --epochs or --max-steps");
+  start_step_ = r.step;
+  if (comm_.rank() == 0) resumed_from_ = last_checkpoint_ = r.path;
+  if (worker_) {
+    worker_->resume_at(r.step, r.epoch, r.step_in_epoch);
+  } else {
+    // This server's shard of every variable and slot, in its own order.
+    std::vector<std::size_t> begin;  // of each entry in r.values
+    std::size_t off = 0;
+    for (const auto& e : entries_) {
+      begin.push_back(off);
+      off += static_cast<std::size_t>(Shape(e.shape).num_elements());
+    }
+    const int p = comm_.rank();
+    std::vector<float> state;
+    for (const auto& [name, size] : server_->state_layout()) {
+      const std::string slot = server_slot(name);
+      if (entries_[static_cast<std::size_t>(entry_index(0, slot))].shape.empty()) {
+        state.push_back(r.values[begin[static_cast<std::size_t>(entry_index(0, slot))]]);
+        continue;
+      }
+      const std::size_t at = state.size();
+      state.resize(at + static_cast<std::size_t>(layout_.shard_size(p)));
+      for (const PsPiece& piece : layout_.pieces[static_cast<std::size_t>(p)]) {
+        const std::size_t from = begin[static_cast<std::size_t>(entry_index(piece.var, slot))] +
+                                 static_cast<std::size_t>(piece.var_offset);
+        std::memcpy(state.data() + at + piece.shard_offset, r.values.data() + from,
+                    static_cast<std::size_t>(piece.count) * sizeof(float));
+      }
+    }
+    const bool sync = config_.ps_update != "async";
+    server_->restore(state, sync ? r.step : r.step * roles_.num_workers());
+  }
+  if (log) std::cerr << "trainer: resumed from '" << r.path << "' at step " << r.step << "\n";
 }
 
 std::vector<float> PsTrainer::gather_parameters() {

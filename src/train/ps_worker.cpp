@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "ringflow/datasets/format.h"
 #include "ringflow/graph/gradients.h"
@@ -103,6 +104,7 @@ void PsWorker::pull(std::int64_t flags) {
 double PsWorker::step() {
   if (!epoch_started_) {
     batches_->start_epoch(epoch_);
+    batches_->seek(std::exchange(resume_position_, 0));
     epoch_started_ = true;
   }
   if (!batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>())) {
@@ -182,6 +184,13 @@ EvalSums PsWorker::evaluate_shard() {
     sums.rows += static_cast<double>(got);
   }
   return sums;
+}
+
+void PsWorker::resume_at(std::int64_t step, std::int64_t epoch, std::int64_t step_in_epoch) {
+  step_ = step;
+  epoch_ = epoch;
+  resume_position_ = step_in_epoch;
+  epoch_started_ = false;
 }
 
 void PsWorker::finish() {

@@ -37,6 +37,9 @@ class PsWorker {
   EvalSums evaluate_shard();
   // Tells every server this worker is done.
   void finish();
+  // Continues from a checkpoint: `step` steps done, the next batch is number
+  // step_in_epoch of epoch `epoch`.
+  void resume_at(std::int64_t step, std::int64_t epoch, std::int64_t step_in_epoch);
 
   std::int64_t steps_per_epoch() const { return batches_->steps_per_epoch(); }
   std::int64_t steps() const { return step_; }
@@ -65,6 +68,7 @@ class PsWorker {
   std::int64_t step_ = 0;
   std::int64_t epoch_ = 0;
   bool epoch_started_ = false;
+  std::int64_t resume_position_ = 0;  // batches to skip when the epoch starts
 };
 
 }  // namespace ringflow::train

@@ -12,6 +12,7 @@
 #include "ringflow/graph/gradients.h"
 #include "ringflow/ops/ops.h"
 #include "ringflow/ops/optimizers.h"
+#include "setup.h"
 
 namespace ringflow::train {
 
@@ -65,15 +66,7 @@ Trainer::Trainer(const TrainConfig& config, collectives::Communicator& comm)
   spec.seed = config_.seed;
   model_ = build_model(graph_, spec, info.train.feature_shape, info.num_classes);
   lr_ = graph_.placeholder("learning_rate", {});
-  std::unique_ptr<Optimizer> opt;
-  if (config_.optimizer == "sgd") {
-    opt = std::make_unique<GradientDescent>(lr_, config_.weight_decay);
-  } else if (config_.optimizer == "momentum" || config_.optimizer == "nesterov") {
-    opt = std::make_unique<Momentum>(lr_, config_.momentum, config_.optimizer == "nesterov",
-                                     config_.weight_decay);
-  } else {
-    opt = std::make_unique<Adam>(lr_, 0.9f, 0.999f, 1e-8f, config_.weight_decay);
-  }
+  std::unique_ptr<Optimizer> opt = make_optimizer(config_, lr_);
   every_ = parse_checkpoint_every(config_.checkpoint_every);
   if (!config_.checkpoint_dir.empty() && comm_.rank() == 0) {
     std::error_code ec;
@@ -225,23 +218,13 @@ void Trainer::log(const std::string& line) const {
   if (comm_.rank() == 0 && config_.log_level != "error") std::cerr << "trainer: " << line << "\n";
 }
 
-std::string Trainer::model_signature() const {
-  std::string sig = config_.model.name;
-  if (config_.model.name == "mlp") {
-    sig += " hidden ";
-    for (std::size_t i = 0; i < config_.model.hidden.size(); ++i)
-      sig += (i ? "," : "") + std::to_string(config_.model.hidden[i]);
-  }
-  return sig + ", optimizer " + config_.optimizer;
-}
-
 Checkpoint Trainer::make_checkpoint() {
   Checkpoint c;
   c.step = step_;
   c.epoch = epoch_;
   c.step_in_epoch = epoch_started_ ? batches_->step() : resume_position_;
   c.seed = config_.seed;
-  c.model = model_signature();
+  c.model = model_signature(config_);
   c.config = to_toml(config_);
   c.num_ranks = comm_.size();
   for (auto& [name, t] : session_->variables()) {
@@ -279,91 +262,26 @@ void Trainer::save_checkpoint() {
 }
 
 void Trainer::restore() {
-  // Rank 0 picks the newest usable checkpoint and broadcasts it.
-  // meta: {status (1 found, 0 none, -1 none usable), step, epoch, step in epoch}
-  std::int64_t meta[4] = {0, 0, 0, 0};
   auto vars = session_->variables();
-  std::vector<float> packed;
-  std::string refusal;
-  if (comm_.rank() == 0) {
-    const auto files = list_checkpoints(config_.checkpoint_dir);
-    // Newest first. A corrupt or truncated file is renamed out of the way
-    // (kept for inspection, no longer counted) and an older one is tried; a
-    // checkpoint of another model or optimizer is refused: the directory
-    // belongs to another run.
-    std::size_t corrupt = 0;
-    for (const auto& f : files) {
-      Checkpoint c;
-      try {
-        c = read_checkpoint(f);
-      } catch (const IoError& e) {
-        const std::string moved = f.string() + ".corrupt";
-        std::error_code ec;
-        std::filesystem::rename(f, moved, ec);
-        std::cerr << "trainer: warning: " << e.what() << "; "
-                  << (ec ? "" : "renamed it to '" + moved + "' and ") << "trying an older one\n";
-        ++corrupt;
-        continue;
-      }
-      try {
-        RF_CHECK_AS(IoError, c.variables.size() == vars.size(), "--resume: checkpoint '",
-                    f.string(), "' (", c.model, ") holds ", c.variables.size(),
-                    " variables; this run (", model_signature(), ") has ", vars.size());
-        for (std::size_t i = 0; i < vars.size(); ++i) {
-          const auto& v = c.variables[i];
-          const Tensor& t = *vars[i].second;
-          RF_CHECK_AS(IoError, v.name == vars[i].first && v.shape == t.shape().dims(),
-                      "--resume: checkpoint '", f.string(), "' (", c.model,
-                      ") does not fit this run (", model_signature(), "): it holds '", v.name, "' ",
-                      Shape(v.shape).to_string(), " where this run has '", vars[i].first, "' ",
-                      t.shape().to_string());
-        }
-      } catch (const IoError& e) {
-        meta[0] = -1;
-        refusal = std::string(e.what()) +
-                  ". Resume with the configuration that wrote it, or give this run another "
-                  "--checkpoint-dir";
-        break;
-      }
-      for (const auto& v : c.variables)
-        packed.insert(packed.end(), v.values.begin(), v.values.end());
-      meta[0] = 1;
-      meta[1] = c.step;
-      meta[2] = c.epoch;
-      meta[3] = c.step_in_epoch;
-      resumed_from_ = f.string();
-      break;
-    }
-    if (meta[0] == 0 && corrupt > 0) {
-      meta[0] = -1;
-      refusal = "--resume: none of the " + std::to_string(corrupt) + " checkpoints in '" +
-                config_.checkpoint_dir +
-                "' can be read (see the warnings above); refusing to start over from step 0 — "
-                "remove the directory to start a new run";
-    }
-  }
-  if (comm_.size() > 1) RF_MPI_CHECK(MPI_Bcast(meta, 4, MPI_INT64_T, 0, comm_.handle()));
-  RF_CHECK_AS(train::AgreedError, meta[0] >= 0,
-              comm_.rank() == 0 ? refusal : std::string("rank 0 found no usable checkpoint"));
-  if (meta[0] == 0) {
+  std::vector<ExpectedVariable> expected;
+  for (auto& [name, t] : vars) expected.push_back({name, t->shape().dims()});
+  Resumed r = resume_checkpoint(comm_, config_.checkpoint_dir, expected, model_signature(config_));
+  if (!r.found) {
     log("--resume: no checkpoint in '" + config_.checkpoint_dir + "' yet; starting at step 0");
     broadcast_variables();
     return;
   }
-  std::size_t total = 0;
-  for (auto& [name, t] : vars) total += static_cast<std::size_t>(t->num_elements());
-  packed.resize(total);
-  if (comm_.size() > 1) collectives::broadcast(comm_, std::span<float>(packed), 0);
   std::size_t off = 0;
   for (auto& [name, t] : vars) {
-    std::memcpy(t->data<float>(), packed.data() + off, t->num_bytes());
+    std::memcpy(t->data<float>(), r.values.data() + off, t->num_bytes());
     off += static_cast<std::size_t>(t->num_elements());
   }
-  step_ = meta[1];
-  epoch_ = meta[2];
-  resume_position_ = meta[3];
+  step_ = r.step;
+  epoch_ = r.epoch;
+  resume_position_ = r.step_in_epoch;
   epoch_started_ = false;
   last_checkpoint_step_ = step_;
+  resumed_from_ = r.path;
   if (comm_.rank() == 0) last_checkpoint_ = resumed_from_;
   log("resumed from '" + resumed_from_ + "' at step " + std::to_string(step_));
 }

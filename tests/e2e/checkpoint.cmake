@@ -3,7 +3,7 @@
 add_executable(checkpoint_diff ${CMAKE_CURRENT_LIST_DIR}/checkpoint_diff.cpp)
 target_link_libraries(checkpoint_diff PRIVATE ringflow::train ringflow::flags)
 
-foreach(case bitwise other_ranks corrupt crash signals kill nan stall bad_flags)
+foreach(case bitwise other_ranks corrupt crash signals kill nan stall bad_flags ps)
   add_test(NAME checkpoint.${case}
            COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/checkpoint.sh $<TARGET_FILE:trainer>
                    $<TARGET_FILE:ringflow-data> $<TARGET_FILE:checkpoint_diff> ${case}

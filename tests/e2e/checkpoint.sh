@@ -2,7 +2,7 @@
 # End-to-end tests of checkpoints, resume, stop signals and failures, with the
 # real trainer binary on a small synthetic data set. Usage:
 #   checkpoint.sh TRAINER DATA_TOOL CHECKPOINT_DIFF CASE MPIEXEC
-# CASE: bitwise | other_ranks | corrupt | crash | signals | kill | nan | stall | bad_flags
+# CASE: bitwise | other_ranks | corrupt | crash | signals | kill | nan | stall | bad_flags | ps
 set -uo pipefail
 trainer=$1 data_tool=$2 ckdiff=$3 case=$4 mpiexec=$5
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rf_checkpoint_e2e.XXXXXX")
@@ -238,6 +238,53 @@ case $case in
       --checkpoint-dir "$tmp/keep" >/dev/null || fail "keep run failed"
     kept=$(cd "$tmp/keep" && echo ckpt-*)
     [[ $kept == "ckpt-0000000040.h5 ckpt-0000000050.h5" ]] || fail "--keep-checkpoints 2 kept: $kept"
+    ;;
+  ps)
+    # Parameter-server checkpoints are the allreduce format (same variables,
+    # slots and order): sync ps with W workers equals allreduce on W ranks.
+    ps=(--mode ps --num-ps 2)
+    run 2 "${base[@]}" --max-steps 50 --checkpoint-dir "$tmp/ar" >/dev/null || fail "allreduce run failed"
+    run 4 "${base[@]}" "${ps[@]}" --max-steps 50 --checkpoint-dir "$tmp/ps" >"$tmp/ps.out" ||
+      fail "ps run failed"
+    grep -q "last checkpoint: '$tmp/ps/ckpt-0000000050.h5'" "$tmp/ps.out" ||
+      fail "ps run: no 'last checkpoint' line: $(cat "$tmp/ps.out")"
+    "$ckdiff" "$tmp/ar/ckpt-0000000050.h5" "$tmp/ps/ckpt-0000000050.h5" 1e-6 >&2 ||
+      fail "sync ps (2 servers, 2 workers) and allreduce (2 ranks) checkpoints differ"
+    # ps for 23 steps (checkpoints 10, 20, 23), resumed in ps to 50: bitwise.
+    run 4 "${base[@]}" "${ps[@]}" --max-steps 23 --checkpoint-every 10 \
+      --checkpoint-dir "$tmp/split" >/dev/null || fail "ps first half failed"
+    kept=$(cd "$tmp/split" && echo ckpt-*)
+    [[ $kept == "ckpt-0000000010.h5 ckpt-0000000020.h5 ckpt-0000000023.h5" ]] ||
+      fail "ps --checkpoint-every 10 --max-steps 23 wrote: $kept"
+    run 4 "${base[@]}" "${ps[@]}" --max-steps 50 --checkpoint-dir "$tmp/split" --resume \
+      >/dev/null 2>"$tmp/r.err" || fail "ps resume failed: $(cat "$tmp/r.err")"
+    grep -q "resumed from '$tmp/split/ckpt-0000000023.h5' at step 23" "$tmp/r.err" ||
+      fail "ps: no 'resumed from' message: $(cat "$tmp/r.err")"
+    "$ckdiff" "$tmp/ps/ckpt-0000000050.h5" "$tmp/split/ckpt-0000000050.h5" 0 >&2 ||
+      fail "ps straight and ps resumed differ"
+    # Across modes and server counts: allreduce -> ps (1 server), ps -> allreduce.
+    run 2 "${base[@]}" --max-steps 23 --checkpoint-dir "$tmp/a2p" >/dev/null || fail "allreduce half failed"
+    run 3 "${base[@]}" --mode ps --num-ps 1 --max-steps 50 --checkpoint-dir "$tmp/a2p" --resume \
+      >/dev/null 2>&1 || fail "ps resume of an allreduce checkpoint failed"
+    "$ckdiff" "$tmp/ar/ckpt-0000000050.h5" "$tmp/a2p/ckpt-0000000050.h5" 1e-6 >&2 ||
+      fail "allreduce -> ps resume differs from allreduce"
+    mkdir "$tmp/p2a" && cp "$tmp/split/ckpt-0000000020.h5" "$tmp/p2a/"
+    run 2 "${base[@]}" --max-steps 50 --checkpoint-dir "$tmp/p2a" --resume >/dev/null 2>&1 ||
+      fail "allreduce resume of a ps checkpoint failed"
+    "$ckdiff" "$tmp/ar/ckpt-0000000050.h5" "$tmp/p2a/ckpt-0000000050.h5" 1e-6 >&2 ||
+      fail "ps -> allreduce resume differs from allreduce"
+    # Async: checkpoints by steps, a resume that finishes; another model is refused.
+    as=(--mode ps --num-ps 1 --ps-async --optimizer sgd)
+    run 3 "${base[@]}" "${as[@]}" --max-steps 30 --checkpoint-every 10 \
+      --checkpoint-dir "$tmp/async" >/dev/null || fail "async run failed"
+    run 3 "${base[@]}" "${as[@]}" --max-steps 50 --checkpoint-dir "$tmp/async" --resume \
+      >/dev/null 2>"$tmp/as.err" || fail "async resume failed: $(cat "$tmp/as.err")"
+    grep -q "resumed from '$tmp/async/ckpt-0000000030.h5' at step 30" "$tmp/as.err" ||
+      fail "async: no 'resumed from' message: $(cat "$tmp/as.err")"
+    "$ckdiff" "$tmp/async/ckpt-0000000050.h5" "$tmp/async/ckpt-0000000050.h5" 0 >/dev/null ||
+      fail "async: no valid final checkpoint"
+    expect_error 1 "Resume with the configuration that wrote it" timeout 120 "$mpiexec" -np 3 --oversubscribe "$trainer" \
+      "${base[@]}" --hidden 32 --mode ps --num-ps 1 --checkpoint-dir "$tmp/split" --resume
     ;;
   *)
     echo "unknown case $case" >&2

@@ -42,11 +42,13 @@ class PsRoles {
 };
 
 enum class PsKind : int {
-  pull = 1,    // worker -> server: send me your shard (header.step: my next step)
-  params = 2,  // server -> worker: the shard (header.version: the server's version)
-  push = 3,    // worker -> server: a gradient (header.version: the version it was computed on)
-  done = 4,    // worker -> server: I will send nothing more
-  report = 5,  // worker:0 -> ps:0: an epoch's metrics (raw bytes)
+  pull = 1,        // worker -> server: send me your shard (header.step: my next step)
+  params = 2,      // server -> worker: the shard (header.version: the server's version)
+  push = 3,        // worker -> server: a gradient (header.version: the version it was computed on)
+  done = 4,        // worker -> server: I will send nothing more
+  report = 5,      // worker:0 -> ps:0: an epoch's metrics (raw bytes)
+  checkpoint = 6,  // worker:0 -> server: checkpoint after step header.step
+  snapshot = 7,    // server -> ps:0: the shard's state for checkpoint header.step
 };
 inline constexpr int kPsTagStride = 1024;  // at most this many shards
 int ps_tag(PsKind kind, int shard);
@@ -113,8 +115,8 @@ class PsTransport {
   // The next message for this rank from anyone, of any kind (servers).
   PsMessage receive_any();
 
-  // Training traffic: every message except reports, evaluation pulls
-  // (kPsEvalPull) and their replies.
+  // Training traffic: every message except reports, checkpoints and
+  // snapshots, evaluation pulls (kPsEvalPull) and their replies.
   const PsTraffic& traffic() const { return traffic_; }
 
  private:

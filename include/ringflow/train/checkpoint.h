@@ -33,6 +33,8 @@
 #include <string>
 #include <vector>
 
+#include "ringflow/collectives/communicator.h"
+
 namespace ringflow::train {
 
 inline constexpr const char* kCheckpointFormat = "ringflow-checkpoint";
@@ -78,5 +80,30 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
 // Keeps the newest `keep` checkpoints in dir, removes the older ones and any
 // temporaries left by a crash.
 void prune_checkpoints(const std::filesystem::path& dir, int keep);
+
+// --resume, collectively: what a run expects to find in a checkpoint.
+struct ExpectedVariable {
+  std::string name;
+  std::vector<std::int64_t> shape;
+};
+
+// What --resume found, on every rank.
+struct Resumed {
+  bool found = false;  // false: the directory has no checkpoint yet (start at step 0)
+  std::int64_t step = 0, epoch = 0, step_in_epoch = 0;
+  std::string path;           // on rank 0: the file resumed from
+  std::vector<float> values;  // every expected variable's values, in order, concatenated
+};
+
+// Rank 0 picks the newest usable checkpoint in dir and broadcasts it. A
+// corrupt or truncated file is renamed *.corrupt (with a warning) and an older
+// one is tried; a checkpoint whose variables' names and shapes differ from
+// `expected` belongs to another run and is refused. Raises AgreedError on every
+// rank (no rank is left inside a collective) when the directory holds only
+// unreadable checkpoints or one of another run; `signature` (the running
+// model and optimizer) goes into those messages.
+Resumed resume_checkpoint(collectives::Communicator& comm, const std::string& dir,
+                          const std::vector<ExpectedVariable>& expected,
+                          const std::string& signature);
 
 }  // namespace ringflow::train

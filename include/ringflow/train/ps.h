@@ -45,6 +45,16 @@
 //          Workers pull shard by shard in this mode (0, 1, ...), so two
 //          workers never hold each other's half-answered pulls.
 //
+// Checkpoints (--checkpoint-dir): worker:0 asks every server for one after
+// step t (every --checkpoint-every steps or seconds, and after the last
+// step); each server snapshots its shard and slots once it has applied t
+// updates (sync) or at once (async) and sends it to ps:0, which reassembles
+// the variables and writes the same file an allreduce run writes (same
+// format, names and order). So a checkpoint can be resumed in either mode,
+// with any P and N. --resume gives every server its shard of the variables
+// and slots back and every worker its data position; the version restarts at
+// t (sync) or t * W (async). Stop signals are not handled in ps mode.
+//
 // Shutdown: a worker sends DONE to every server after its last push; a
 // server serves until it has every worker's DONE. Workers may run different
 // step counts: a sync server averages over the workers still training.
@@ -132,6 +142,10 @@ class PsTrainer {
   std::int64_t total_steps() const { return total_steps_; }
   int threads() const { return threads_; }
 
+  // Collective, after every rank constructed its PsTrainer: --resume. Raises
+  // AgreedError on every rank when the checkpoint directory cannot be used.
+  void start();
+
   // Trains the configured epochs. Rank 0 (ps:0) calls on_epoch as worker:0's
   // reports arrive; workers call it with their own figures.
   using EpochFn = std::function<void(const EpochMetrics&, const PsEpochExtra&)>;
@@ -149,6 +163,11 @@ class PsTrainer {
   PsSummary summarize();
 
   PsServerStats server_stats() const;
+  // On rank 0: the last checkpoint written and the one resumed from ("" if none).
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
+  const std::string& resumed_from() const { return resumed_from_; }
+  // The steps done when training starts (after --resume).
+  std::int64_t start_step() const { return start_step_; }
   const collectives::PsTraffic& traffic() const { return transport_->traffic(); }
 
  private:
@@ -165,6 +184,24 @@ class PsTrainer {
   std::unique_ptr<collectives::PsTransport> transport_;
   std::unique_ptr<PsServer> server_;
   std::unique_ptr<PsWorker> worker_;
+
+  // Checkpoints: the variables an allreduce run of this model holds (trainable
+  // variables, then slots), and for each the trainable variable and slot it is
+  // made of ("" for the variable itself).
+  struct CheckpointEntry {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    int var = 0;
+    std::string slot;
+  };
+  std::vector<CheckpointEntry> entries_;
+  CheckpointEvery every_;
+  std::int64_t start_step_ = 0;
+  std::string last_checkpoint_, resumed_from_;
+  void plan_checkpoints(Graph& model_graph);
+  void write_checkpoint_from(std::int64_t step, const std::vector<std::vector<float>>& shards);
+  int entry_index(int var, const std::string& slot) const;
+  void request_checkpoint(std::int64_t step);
 };
 
 }  // namespace ringflow::train

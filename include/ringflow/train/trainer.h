@@ -94,7 +94,6 @@ class Trainer {
   void restore();
   void save_checkpoint();
   Checkpoint make_checkpoint();
-  std::string model_signature() const;
   // Rank 0's messages (to stderr unless --log-level error).
   void log(const std::string& line) const;
   double one_step();
