@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "setup.h"
+#include "shared.h"
 
 namespace ringflow::train {
 

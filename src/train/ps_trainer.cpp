@@ -10,7 +10,7 @@
 #include "ringflow/datasets/format.h"
 #include "ringflow/train/checkpoint.h"
 #include "ringflow/train/ps.h"
-#include "setup.h"
+#include "shared.h"
 
 namespace ringflow::train {
 
@@ -113,13 +113,7 @@ PsTrainer::PsTrainer(const TrainConfig& config, rc::Communicator& comm, PsTestHo
   layout_ = make_ps_layout(sizes, roles_.num_servers());
   plan_checkpoints(g);
   every_ = parse_checkpoint_every(config_.checkpoint_every);
-  if (!config_.checkpoint_dir.empty() && comm_.rank() == 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(config_.checkpoint_dir, ec);
-    RF_CHECK_AS(IoError, !ec && std::filesystem::is_directory(config_.checkpoint_dir),
-                "--checkpoint-dir: cannot create directory '", config_.checkpoint_dir,
-                "': ", ec.message());
-  }
+  if (comm_.rank() == 0) create_checkpoint_dir(config_);
 
   transport_ = std::make_unique<rc::PsTransport>(comm_, roles_);
   if (is_server()) {

@@ -102,18 +102,7 @@ void PsWorker::pull(std::int64_t flags) {
 }
 
 double PsWorker::step() {
-  if (!epoch_started_) {
-    batches_->start_epoch(epoch_);
-    batches_->seek(std::exchange(resume_position_, 0));
-    epoch_started_ = true;
-  }
-  if (!batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>())) {
-    ++epoch_;
-    batches_->start_epoch(epoch_);
-    RF_CHECK_AS(InternalError,
-                batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>()),
-                "an epoch with no steps");
-  }
+  next_batch(*batches_, epoch_, epoch_started_, resume_position_, x_batch_, y_batch_);
   pull(0);
   std::vector<Output> fetches{model_.loss};
   fetches.insert(fetches.end(), grads_.begin(), grads_.end());
@@ -159,31 +148,8 @@ void PsWorker::set_parameters(std::span<const float> flat) {
 EvalSums PsWorker::evaluate_shard() {
   // As the Trainer: a larger batch for evaluation, split over the workers.
   const std::int64_t n = test_shard_.num_ranks;
-  const std::int64_t global = std::max<std::int64_t>(config_.batch_size, 1024 / n * n);
-  datasets::EvalIterator it(test_shard_, global);
-  const std::int64_t b = it.local_batch();
-  std::vector<std::int64_t> xs{b};
-  xs.insert(xs.end(), test_shard_.feature_shape.begin(), test_shard_.feature_shape.end());
-  Tensor x(DType::f32, Shape(xs));
-  Tensor y(DType::i32, Shape{b});
-  EvalSums sums;
-  for (;;) {
-    const std::int64_t got = it.next(x.flat<float>(), y.flat<std::int32_t>());
-    if (got == 0) break;
-    Tensor xf = x, yf = y;
-    if (got < b) {  // the partial last batch
-      xs[0] = got;
-      xf = Tensor(DType::f32, Shape(xs));
-      std::memcpy(xf.data<float>(), x.data<float>(), xf.num_bytes());
-      yf = Tensor(DType::i32, Shape{got});
-      std::memcpy(yf.data<std::int32_t>(), y.data<std::int32_t>(), yf.num_bytes());
-    }
-    auto out = session_->run({model_.loss_sum, model_.correct}, {{model_.x, xf}, {model_.y, yf}});
-    sums.loss_sum += out[0].scalar_value();
-    sums.correct += out[1].scalar_value();
-    sums.rows += static_cast<double>(got);
-  }
-  return sums;
+  return train::evaluate_shard(*session_, model_, test_shard_,
+                               std::max<std::int64_t>(config_.batch_size, 1024 / n * n));
 }
 
 void PsWorker::resume_at(std::int64_t step, std::int64_t epoch, std::int64_t step_in_epoch) {

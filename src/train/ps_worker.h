@@ -10,15 +10,9 @@
 #include "ringflow/datasets/batch.h"
 #include "ringflow/runtime/session.h"
 #include "ringflow/train/ps.h"
+#include "shared.h"
 
 namespace ringflow::train {
-
-// Exact evaluation sums of one rank's test shard.
-struct EvalSums {
-  double loss_sum = 0;
-  double correct = 0;
-  double rows = 0;
-};
 
 class PsWorker {
  public:

@@ -12,7 +12,7 @@
 #include "ringflow/graph/gradients.h"
 #include "ringflow/ops/ops.h"
 #include "ringflow/ops/optimizers.h"
-#include "setup.h"
+#include "shared.h"
 
 namespace ringflow::train {
 
@@ -68,13 +68,7 @@ Trainer::Trainer(const TrainConfig& config, collectives::Communicator& comm)
   lr_ = graph_.placeholder("learning_rate", {});
   std::unique_ptr<Optimizer> opt = make_optimizer(config_, lr_);
   every_ = parse_checkpoint_every(config_.checkpoint_every);
-  if (!config_.checkpoint_dir.empty() && comm_.rank() == 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(config_.checkpoint_dir, ec);
-    RF_CHECK_AS(IoError, !ec && std::filesystem::is_directory(config_.checkpoint_dir),
-                "--checkpoint-dir: cannot create directory '", config_.checkpoint_dir,
-                "': ", ec.message());
-  }
+  if (comm_.rank() == 0) create_checkpoint_dir(config_);
   watch_ = std::make_unique<StallWatch>(comm_, config_.stall_timeout);
   const auto vars = graph_.trainable_variables();
   const auto grads = gradients(model_.loss, vars);
@@ -136,18 +130,7 @@ float Trainer::learning_rate_at(std::int64_t step) const {
 }
 
 double Trainer::one_step() {
-  if (!epoch_started_) {
-    batches_->start_epoch(epoch_);
-    batches_->seek(std::exchange(resume_position_, 0));
-    epoch_started_ = true;
-  }
-  if (!batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>())) {
-    ++epoch_;
-    batches_->start_epoch(epoch_);
-    RF_CHECK_AS(InternalError,
-                batches_->next(x_batch_.flat<float>(), y_batch_.flat<std::int32_t>()),
-                "an epoch with no steps");
-  }
+  next_batch(*batches_, epoch_, epoch_started_, resume_position_, x_batch_, y_batch_);
   if (config_.test_nan_step == step_ + 1 && comm_.rank() == comm_.size() - 1)
     x_batch_.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
   timeline_.set_enabled(!config_.timeline.empty() && step_ < config_.timeline_steps);
@@ -290,30 +273,8 @@ std::pair<double, double> Trainer::evaluate() {
   // A larger batch for evaluation: no gradients, so memory is no concern.
   const std::int64_t n = comm_.size();
   const std::int64_t global = std::max<std::int64_t>(config_.batch_size, 1024 / n * n);
-  datasets::EvalIterator it(test_shard_, global);
-  const std::int64_t b = it.local_batch();
-  std::vector<std::int64_t> xs{b};
-  xs.insert(xs.end(), test_shard_.feature_shape.begin(), test_shard_.feature_shape.end());
-  Tensor x(DType::f32, Shape(xs));
-  Tensor y(DType::i32, Shape{b});
-  double loss_sum = 0, correct = 0, rows = 0;
-  for (;;) {
-    const std::int64_t got = it.next(x.flat<float>(), y.flat<std::int32_t>());
-    if (got == 0) break;
-    Tensor xf = x, yf = y;
-    if (got < b) {  // the partial last batch
-      xs[0] = got;
-      xf = Tensor(DType::f32, Shape(xs));
-      std::memcpy(xf.data<float>(), x.data<float>(), xf.num_bytes());
-      yf = Tensor(DType::i32, Shape{got});
-      std::memcpy(yf.data<std::int32_t>(), y.data<std::int32_t>(), yf.num_bytes());
-    }
-    auto out = session_->run({model_.loss_sum, model_.correct}, {{model_.x, xf}, {model_.y, yf}});
-    loss_sum += out[0].scalar_value();
-    correct += out[1].scalar_value();
-    rows += static_cast<double>(got);
-  }
-  std::vector<double> totals{loss_sum, correct, rows};
+  const EvalSums e = evaluate_shard(*session_, model_, test_shard_, global);
+  std::vector<double> totals{e.loss_sum, e.correct, e.rows};
   sum_across_ranks(comm_, totals);
   RF_CHECK_AS(InternalError, totals[2] == static_cast<double>(test_shard_.total_rows),
               "evaluation covered ", totals[2], " of ", test_shard_.total_rows, " test rows");

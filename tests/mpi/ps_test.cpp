@@ -314,11 +314,15 @@ TEST_F(PsTest, StalenessIsRecordedWhenAWorkerIsSlowAndBoundedUnderMaxStaleness) 
     c.max_staleness = bound;
     rt::PsTestHooks hooks;
     hooks.before_push = [](int worker, std::int64_t) {
-      if (worker == 0) std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      if (worker == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     };
     rc::Communicator world;
     rt::PsTrainer ps(c, world, hooks);
     const std::int64_t steps = 12;
+    // Start together: on a loaded machine one rank may finish constructing
+    // long after another, and a fast worker could then be done before the
+    // slowed one has pulled at all (nothing would be stale).
+    RF_MPI_CHECK(MPI_Barrier(world.handle()));
     {
       Watchdog dog(120, "staleness train_steps");
       ps.train_steps(steps);

@@ -1,0 +1,45 @@
+// What the allreduce Trainer and parameter-server mode share: choices made
+// from the configuration (so both modes build the same optimizer and name the
+// same model in their checkpoints), the checkpoint directory, and exact
+// evaluation of one rank's test shard.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ringflow/datasets/batch.h"
+#include "ringflow/datasets/shard.h"
+#include "ringflow/graph/graph.h"
+#include "ringflow/ops/optimizers.h"
+#include "ringflow/runtime/session.h"
+#include "ringflow/train/config.h"
+#include "ringflow/train/models.h"
+
+namespace ringflow::train {
+
+// The optimizer of --optimizer, reading its learning rate from `lr`.
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, Output lr);
+
+// "mlp hidden 256,128, optimizer momentum": what a checkpoint must match.
+std::string model_signature(const TrainConfig& c);
+
+// Creates --checkpoint-dir if it is set (rank 0 calls it); raises IoError naming it.
+void create_checkpoint_dir(const TrainConfig& c);
+
+// The next training batch into x and y: starts the epoch on first use
+// (skipping resume_position batches of it, then zeroing that), and rolls over
+// to the next epoch when this one's steps are done.
+void next_batch(datasets::BatchIterator& batches, std::int64_t& epoch, bool& epoch_started,
+                std::int64_t& resume_position, Tensor& x, Tensor& y);
+
+// Loss sum, correct count and rows of one rank's test shard, in batches of
+// global_batch / shard.num_ranks rows (and a partial last batch).
+struct EvalSums {
+  double loss_sum = 0;
+  double correct = 0;
+  double rows = 0;
+};
+EvalSums evaluate_shard(Session& session, const Model& model, const datasets::Shard& shard,
+                        std::int64_t global_batch);
+
+}  // namespace ringflow::train
