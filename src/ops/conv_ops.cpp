@@ -1,5 +1,7 @@
-// Convolution and pooling ops, NHWC: Conv2D with its two backprops
-// (Conv2DBackpropInput, Conv2DBackpropFilter), MaxPool2D and MaxPoolGrad.
+// Convolution ops, NHWC: Conv2D with its two backprops (Conv2DBackpropInput,
+// Conv2DBackpropFilter), and FusedConv2D (bias and activation applied as each
+// block of the output is computed). Pooling is in pool_ops.cpp; the geometry
+// both share is in window.h.
 //
 // Shapes: input x (N, H, W, Cin), filter f (KH, KW, Cin, Cout), output y
 // (N, OH, OW, Cout). Sizes follow TensorFlow:
@@ -43,10 +45,6 @@
 //   dL/df = cols^T * dy = sum over slabs s (in order) of sum over the chunks c of s
 //           (in order) of cols_c^T * dy_c
 //
-// MaxPool2D: y[n, oh, ow, c] = max over the window positions inside x of x.
-// Padding positions are ignored (not zeros). On ties the first maximum in
-// row-major window order wins; MaxPoolGrad routes dy[n, oh, ow, c] to that
-// position, recomputed from x: dx = sum over windows of dy * 1[argmax].
 // GCC 12's AVX-512 intrinsics header initialises a variable from itself
 // (`__m512 __Y = __Y;`, GCC bug 105593); once Eigen's packet transposes are
 // inlined into the GEMMs below, -Wuninitialized flags it. The pragma covers the
@@ -58,6 +56,7 @@
 
 #include "op_util.h"
 #include "ringflow/tensor/eigen.h"
+#include "window.h"
 #pragma GCC diagnostic pop
 
 namespace ringflow::ops {
@@ -74,154 +73,7 @@ constexpr std::int64_t kMinChunkRows = 64;
 constexpr std::int64_t kMaxSlabs = 16;
 constexpr std::int64_t kPartialFloats = 1 << 22;
 
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
-  return (a + b - 1) / b;
-}
-
-// Geometry of one convolution or pooling: the input, window, output and pads.
-struct Geom {
-  std::int64_t n = 0, h = 0, w = 0, cin = 0;  // x: (N, H, W, Cin)
-  std::int64_t kh = 0, kw = 0, cout = 0;      // f: (KH, KW, Cin, Cout); pooling: Cout = Cin
-  std::int64_t oh = 0, ow = 0;                // y: (N, OH, OW, Cout)
-  std::int64_t stride = 1;
-  std::int64_t pad_top = 0, pad_left = 0;
-
-  std::int64_t k() const { return kh * kw * cin; }
-  std::int64_t pixels() const { return oh * ow; }  // rows per image
-  std::int64_t rows() const { return n * oh * ow; }
-};
-
-template <class Ctx>
-bool same_padding(const Ctx& c) {
-  const auto& p = c.attrs().template get<std::string>("padding");
-  if (p == "SAME") return true;
-  if (p == "VALID") return false;
-  c.fail("attribute padding must be \"SAME\" or \"VALID\", not \"", p, "\"");
-}
-
-template <class Ctx>
-std::int64_t positive_attr(const Ctx& c, const char* name) {
-  const std::int64_t v = c.attrs().get_int(name);
-  if (v < 1) c.fail("attribute ", name, " must be at least 1, not ", v);
-  return v;
-}
-
-// TF output size and leading pad along one spatial dim of size `in` with a
-// window of `k`. An unknown `in` (-1, build time only) gives out = -1.
-template <class Ctx>
-void spatial_dim(const Ctx& c, const char* dim_name, std::int64_t in, std::int64_t k,
-                 std::int64_t stride, bool same, std::int64_t& out, std::int64_t& pad) {
-  pad = 0;
-  if (in < 0 || k < 0) {
-    out = -1;
-  } else if (same) {
-    out = ceil_div(in, stride);
-    pad = std::max<std::int64_t>((out - 1) * stride + k - in, 0) / 2;
-  } else {
-    if (in < k)
-      c.fail("with VALID padding the window (", k, ") must fit the input's ", dim_name, " (", in,
-             "); use SAME padding or a smaller window");
-    out = (in - k) / stride + 1;
-  }
-}
-
-// The geometry of a convolution of x by f; `c` raises on bad shapes (a
-// ShapeContext at build time, where dims may be -1; a KernelContext at run
-// time). x_name / f_name describe the inputs in messages.
-template <class Ctx>
-Geom conv_geom(const Ctx& c, const Shape& x, const Shape& f, const std::string& x_name,
-               const std::string& f_name) {
-  if (x.rank() != 4 || f.rank() != 4)
-    c.fail(x_name, " must be NHWC (N, H, W, Cin) and ", f_name,
-           " must be (KH, KW, Cin, Cout): both of rank 4");
-  if (x.dim(3) >= 0 && f.dim(2) >= 0 && x.dim(3) != f.dim(2))
-    c.fail(x_name, " has Cin = ", x.dim(3), " channels but ", f_name, " expects Cin = ", f.dim(2),
-           " (filter dims are KH, KW, Cin, Cout)");
-  Geom g;
-  g.n = x.dim(0);
-  g.h = x.dim(1);
-  g.w = x.dim(2);
-  g.cin = x.dim(3);
-  g.kh = f.dim(0);
-  g.kw = f.dim(1);
-  g.cout = f.dim(3);
-  g.stride = positive_attr(c, "stride");
-  const bool same = same_padding(c);
-  spatial_dim(c, "height", g.h, g.kh, g.stride, same, g.oh, g.pad_top);
-  spatial_dim(c, "width", g.w, g.kw, g.stride, same, g.ow, g.pad_left);
-  return g;
-}
-
-// The geometry of a pooling window over x: (N, H, W, C).
-template <class Ctx>
-Geom pool_geom(const Ctx& c, const Shape& x, const std::string& x_name) {
-  if (x.rank() != 4) c.fail(x_name, " must be NHWC (N, H, W, C): rank 4");
-  Geom g;
-  g.n = x.dim(0);
-  g.h = x.dim(1);
-  g.w = x.dim(2);
-  g.cin = g.cout = x.dim(3);
-  g.kh = g.kw = positive_attr(c, "window");
-  g.stride = positive_attr(c, "stride");
-  const bool same = same_padding(c);
-  spatial_dim(c, "height", g.h, g.kh, g.stride, same, g.oh, g.pad_top);
-  spatial_dim(c, "width", g.w, g.kw, g.stride, same, g.ow, g.pad_left);
-  return g;
-}
-
-std::string tensor_desc(const KernelContext& c, int i, const char* role) {
-  return std::string(role) + " (input " + std::to_string(i) + ", '" +
-         c.node().inputs.at(static_cast<std::size_t>(i)).name() + "') " + describe(c.input(i));
-}
-
-void expect_f32(const KernelContext& c, int n) {
-  for (int i = 0; i < n; ++i)
-    if (c.input(i).dtype() != DType::f32)
-      c.fail("input ", i, " must be f32, got ", describe(c.input(i)));
-}
-
-// The run-time geometry of a Conv2D-family node: inputs 0 and 1 are x and f.
-Geom conv_geom(const KernelContext& c) {
-  return conv_geom(c, c.input(0).shape(), c.input(1).shape(), tensor_desc(c, 0, "input"),
-                   tensor_desc(c, 1, "filter"));
-}
-
-// dy must have y's shape (N, OH, OW, C).
-void expect_out_grad(const KernelContext& c, int i, const Geom& g) {
-  const Shape want{g.n, g.oh, g.ow, g.cout};
-  if (c.input(i).shape() != want)
-    c.fail(tensor_desc(c, i, "output gradient"), " must have the op's output shape ",
-           want.to_string());
-}
-
-// The valid kw range [lo, hi) of a window starting at column i0 of a row of
-// width w (the segment), or [lo, lo) when none of it is inside.
-struct Range {
-  std::int64_t lo, hi;
-};
-Range valid_range(std::int64_t i0, std::int64_t k, std::int64_t w) {
-  const std::int64_t lo = std::clamp<std::int64_t>(-i0, 0, k);
-  const std::int64_t hi = std::clamp<std::int64_t>(w - i0, lo, k);
-  return {lo, hi};
-}
-
-// Calls f(r, n, oh, ow) for the rows r in [r0, r1), in order.
-template <class F>
-void for_each_row(const Geom& g, std::int64_t r0, std::int64_t r1, F&& f) {
-  if (r0 >= r1) return;
-  std::int64_t ow = r0 % g.ow, t = r0 / g.ow;
-  std::int64_t oh = t % g.oh, n = t / g.oh;
-  for (std::int64_t r = r0; r < r1; ++r) {
-    f(r, n, oh, ow);
-    if (++ow == g.ow) {
-      ow = 0;
-      if (++oh == g.oh) {
-        oh = 0;
-        ++n;
-      }
-    }
-  }
-}
+using namespace window;  // Geom, conv_geom, for_each_row, ... (window.h)
 
 // cols: (r1 - r0, K) <- the patches of rows [r0, r1) of x.
 void im2col(const Geom& g, const float* x, std::int64_t r0, std::int64_t r1, float* cols) {
@@ -314,10 +166,41 @@ void conv2d_shape(ShapeContext& c) {
   c.set_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
 }
 
+// FusedConv2D: (x, f, bias) -> act(conv(x, f) + bias), bias: (Cout).
+void fused_conv2d_shape(ShapeContext& c) {
+  c.expect_inputs(3);
+  for (int i = 0; i < 3; ++i) c.expect_dtype(i, DType::f32);
+  const Geom g = conv_geom(c, c.in_shape(0), c.in_shape(1), c.in_desc(0), c.in_desc(1));
+  if (!c.in_shape(2).compatible_with(Shape{g.cout}))
+    c.fail(c.in_desc(2), " must be the bias of the ", g.cout, " output channels: shape (", g.cout,
+           ")");
+  const std::string act = c.attrs().get<std::string>("activation");
+  if (act != "none" && act != "relu") c.fail("activation '", act, "' is not one of none, relu");
+  c.set_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
+}
+
 // y: (R, Cout) = cols: (R, K) * f: (K, Cout), one GEMM per chunk. The chunks
-// write disjoint rows of y, so all of them run in parallel.
+// write disjoint rows of y, so all of them run in parallel. FusedConv2D adds
+// its bias and applies its activation to each chunk's rows right after their
+// GEMM, while they are still in cache: the same arithmetic, in the same
+// order, as separate Add and Relu nodes, without their two passes over y.
+void bias_activation(float* __restrict y, std::int64_t rows, std::int64_t cout,
+                     const float* __restrict bias, bool relu) {
+  for (std::int64_t r = 0; r < rows; ++r, y += cout) {
+    if (relu) {
+      for (std::int64_t j = 0; j < cout; ++j) {
+        const float v = y[j] + bias[j];
+        y[j] = v > 0.0f ? v : 0.0f;
+      }
+    } else {
+      for (std::int64_t j = 0; j < cout; ++j) y[j] += bias[j];
+    }
+  }
+}
+
 void conv2d_kernel(KernelContext& c) {
-  expect_f32(c, 2);
+  const bool fused = c.num_inputs() == 3;
+  expect_f32(c, fused ? 3 : 2);
   const Geom g = conv_geom(c);
   Tensor& y = c.allocate_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
   if (y.num_elements() == 0) return;
@@ -328,6 +211,14 @@ void conv2d_kernel(KernelContext& c) {
   const float* x = c.input(0).data<float>();
   const ConstMatrixMap f = as_matrix(c.input(1), g.k(), g.cout);
   float* py = y.data<float>();
+  const float* bias = nullptr;
+  bool relu = false;
+  if (fused) {
+    if (c.input(2).num_elements() != g.cout)
+      c.fail(tensor_desc(c, 2, "bias"), " must hold one value per output channel (", g.cout, ")");
+    bias = c.input(2).data<float>();
+    relu = c.attrs().get<std::string>("activation") == "relu";
+  }
   const Plan plan = make_plan(g);
   parallel_blocks(c, plan.ngroups * plan.chunks, 1, [&](std::int64_t b0, std::int64_t b1) {
     RowMatrix cols(plan.max_rows, g.k());  // scratch of this task, reused by its chunks
@@ -337,6 +228,7 @@ void conv2d_kernel(KernelContext& c) {
       im2col(g, x, rows.lo, rows.hi, cols.data());
       UnalignedMatrixMap y_rows(py + rows.lo * g.cout, m, g.cout);
       y_rows.noalias() = cols.topRows(m) * f;
+      if (bias) bias_activation(py + rows.lo * g.cout, m, g.cout, bias, relu);
     }
   });
 }
@@ -441,137 +333,9 @@ void conv2d_backprop_filter_kernel(KernelContext& c) {
   }
 }
 
-// ---------------------------------------------------------------------------
-// MaxPool2D: x -> y; MaxPoolGrad: (x, dy) -> dx
-
-void max_pool_shape(ShapeContext& c) {
-  c.expect_inputs(1);
-  c.expect_dtype(0, DType::f32);
-  const Geom g = pool_geom(c, c.in_shape(0), c.in_desc(0));
-  c.set_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
-}
-
-void max_pool_grad_shape(ShapeContext& c) {
-  c.expect_inputs(2);
-  c.expect_dtype(0, DType::f32);
-  c.expect_dtype(1, DType::f32);
-  const Geom g = pool_geom(c, c.in_shape(0), c.in_desc(0));
-  const Shape want{g.n, g.oh, g.ow, g.cout};
-  if (!c.in_shape(1).compatible_with(want))
-    c.fail(c.in_desc(1), " must have the pooling's output shape ", want.to_string(), " for ",
-           c.in_desc(0));
-  c.set_output(0, DType::f32, c.in_shape(0));
-}
-
-// The window of row (oh, ow): rows [kh.lo, kh.hi) and columns [kw.lo, kw.hi)
-// inside x, counted from the window's corner (ih0, iw0). Never empty: with
-// TF's SAME pads every window overlaps x.
-struct Window {
-  std::int64_t ih0, iw0;
-  Range kh, kw;
-};
-Window window_of(const Geom& g, std::int64_t oh, std::int64_t ow) {
-  Window win;
-  win.ih0 = oh * g.stride - g.pad_top;
-  win.iw0 = ow * g.stride - g.pad_left;
-  win.kh = valid_range(win.ih0, g.kh, g.h);
-  win.kw = valid_range(win.iw0, g.kw, g.w);
-  return win;
-}
-
-// y[r, :] = the window's first pixel, then y = v > y ? v : y over the window in
-// row-major order (strict, so the first maximum stays): a branch-free
-// per-channel select.
-void max_pool_kernel(KernelContext& c) {
-  expect_f32(c, 1);
-  const Tensor& xt = c.input(0);
-  const Geom g = pool_geom(c, xt.shape(), tensor_desc(c, 0, "input"));
-  Tensor& y = c.allocate_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
-  if (y.num_elements() == 0) return;
-  const float* x = xt.data<float>();
-  float* py = y.data<float>();
-  const std::int64_t ch = g.cin;
-  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 15) / (ch * g.kh * g.kw));
-  parallel_blocks(c, g.rows(), grain, [&](std::int64_t r0, std::int64_t r1) {
-    for_each_row(g, r0, r1, [&](std::int64_t r, std::int64_t n, std::int64_t oh, std::int64_t ow) {
-      const Window win = window_of(g, oh, ow);
-      const float* img = x + n * g.h * g.w * ch;
-      float* out = py + r * ch;
-      std::copy_n(img + ((win.ih0 + win.kh.lo) * g.w + win.iw0 + win.kw.lo) * ch, ch, out);
-      for (std::int64_t kh = win.kh.lo; kh < win.kh.hi; ++kh)
-        for (std::int64_t kw = win.kw.lo; kw < win.kw.hi; ++kw) {
-          const float* v = img + ((win.ih0 + kh) * g.w + win.iw0 + kw) * ch;
-          for (std::int64_t i = 0; i < ch; ++i) out[i] = v[i] > out[i] ? v[i] : out[i];
-        }
-    });
-  });
-}
-
-// dx[argmax of window r, c] += dy[r, c]. The argmax is tracked as an int32
-// offset from the window's first valid pixel, beside the running max, with
-// the same branch-free strict select as the forward (so the same first
-// maximum wins). Windows may overlap (stride < window), so tasks take whole
-// images and each walks its rows in order.
-void max_pool_grad_kernel(KernelContext& c) {
-  expect_f32(c, 2);
-  const Tensor& xt = c.input(0);
-  const Geom g = pool_geom(c, xt.shape(), tensor_desc(c, 0, "input"));
-  expect_out_grad(c, 1, g);
-  Tensor& dx = c.allocate_output(0, DType::f32, xt.shape());
-  dx.fill(0.0f);
-  if (g.rows() == 0 || g.cin == 0) return;
-  const std::int64_t ch = g.cin, image = g.h * g.w * ch;
-  if (g.kh * g.w * ch >= (std::int64_t{1} << 31))
-    c.fail("window rows of ", g.kh * g.w * ch, " floats are too large for int32 offsets");
-  const float* x = xt.data<float>();
-  const float* dy = c.input(1).data<float>();
-  float* pdx = dx.data<float>();
-  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / image);
-  parallel_blocks(c, g.n, grain, [&](std::int64_t n0, std::int64_t n1) {
-    // per-task scratch: the running max and its offset, per channel
-    std::vector<float> best_v(static_cast<std::size_t>(ch));
-    std::vector<std::int32_t> best_o(static_cast<std::size_t>(ch));
-    float* best = best_v.data();
-    std::int32_t* where = best_o.data();
-    for_each_row(g, n0 * g.pixels(), n1 * g.pixels(),
-                 [&](std::int64_t r, std::int64_t n, std::int64_t oh, std::int64_t ow) {
-                   const Window win = window_of(g, oh, ow);
-                   // first: the window's first valid pixel, as an offset into x
-                   const std::int64_t first =
-                       n * image + ((win.ih0 + win.kh.lo) * g.w + win.iw0 + win.kw.lo) * ch;
-                   const float* x0 = x + first;
-                   std::copy_n(x0, ch, best);
-                   std::fill_n(where, ch, 0);
-                   for (std::int64_t kh = 0; kh < win.kh.hi - win.kh.lo; ++kh)
-                     for (std::int64_t kw = 0; kw < win.kw.hi - win.kw.lo; ++kw) {
-                       const auto off = static_cast<std::int32_t>((kh * g.w + kw) * ch);
-                       const float* v = x0 + off;
-                       for (std::int64_t i = 0; i < ch; ++i) {
-                         const bool more = v[i] > best[i];
-                         best[i] = more ? v[i] : best[i];
-                         where[i] = more ? off : where[i];
-                       }
-                     }
-                   const float* d = dy + r * ch;
-                   float* dx0 = pdx + first;
-                   for (std::int64_t i = 0; i < ch; ++i) dx0[where[i] + i] += d[i];
-                 });
-  });
-}
-
 AttrMap conv_attrs(const Node& node) {
   return {{"stride", node.attrs.get_int("stride")},
           {"padding", node.attrs.get<std::string>("padding")}};
-}
-
-AttrMap pool_attrs(const Node& node) {
-  return {{"window", node.attrs.get_int("window")},
-          {"stride", node.attrs.get_int("stride")},
-          {"padding", node.attrs.get<std::string>("padding")}};
-}
-
-const char* padding_name(Padding p) {
-  return p == Padding::same ? "SAME" : "VALID";
 }
 
 }  // namespace
@@ -585,6 +349,23 @@ void register_conv_ops(OpRegistry& r) {
            return std::vector<Output>{
                make_op("Conv2DBackpropInput", {gc.input(0), gc.input(1), gc.grad()}, a),
                make_op("Conv2DBackpropFilter", {gc.input(0), gc.input(1), gc.grad()}, a)};
+         }});
+  // act(conv(x, f) + bias): dz = dy * act'(y); the bias gets dz summed over
+  // (N, OH, OW), x and f the convolution's gradients of dz. With the same
+  // ReluGrad, SumLike and backprop nodes as the unfused graph, so the
+  // gradients are the same bits.
+  r.add({.name = "FusedConv2D",
+         .shape_fn = fused_conv2d_shape,
+         .kernel = conv2d_kernel,
+         .grad = [](GradContext& gc) {
+           const AttrMap a = conv_attrs(gc.node);
+           Output dz = gc.grad();
+           if (gc.node.attrs.get<std::string>("activation") == "relu")
+             dz = make_op("ReluGrad", {dz, gc.output()});
+           return std::vector<Output>{
+               make_op("Conv2DBackpropInput", {gc.input(0), gc.input(1), dz}, a),
+               make_op("Conv2DBackpropFilter", {gc.input(0), gc.input(1), dz}, a),
+               make_op("SumLike", {dz, gc.input(2)})};
          }});
   r.add({.name = "Conv2DBackpropInput",
          .shape_fn =
@@ -602,17 +383,6 @@ void register_conv_ops(OpRegistry& r) {
              },
          .kernel = conv2d_backprop_filter_kernel,
          .grad = {}});
-  r.add({.name = "MaxPool2D",
-         .shape_fn = max_pool_shape,
-         .kernel = max_pool_kernel,
-         .grad = [](GradContext& gc) {
-           return std::vector<Output>{
-               make_op("MaxPoolGrad", {gc.input(0), gc.grad()}, pool_attrs(gc.node))};
-         }});
-  r.add({.name = "MaxPoolGrad",
-         .shape_fn = max_pool_grad_shape,
-         .kernel = max_pool_grad_kernel,
-         .grad = {}});
 }
 
 }  // namespace ringflow::ops
@@ -622,16 +392,17 @@ namespace ringflow {
 using ops::make_op;
 
 Output conv2d(Output input, Output filter, int stride, Padding padding) {
-  return make_op(
-      "Conv2D", {input, filter},
-      {{"stride", std::int64_t{stride}}, {"padding", std::string(ops::padding_name(padding))}});
+  return make_op("Conv2D", {input, filter},
+                 {{"stride", std::int64_t{stride}},
+                  {"padding", std::string(ops::window::padding_name(padding))}});
 }
 
-Output max_pool2d(Output input, int window, int stride, Padding padding) {
-  return make_op("MaxPool2D", {input},
-                 {{"window", std::int64_t{window}},
-                  {"stride", std::int64_t{stride}},
-                  {"padding", std::string(ops::padding_name(padding))}});
+Output fused_conv2d(Output input, Output filter, Output bias, bool relu, int stride,
+                    Padding padding) {
+  return make_op("FusedConv2D", {input, filter, bias},
+                 {{"stride", std::int64_t{stride}},
+                  {"padding", std::string(ops::window::padding_name(padding))},
+                  {"activation", std::string(relu ? "relu" : "none")}});
 }
 
 }  // namespace ringflow

@@ -20,6 +20,7 @@ void register_reduce_ops(OpRegistry& r);
 void register_array_ops(OpRegistry& r);
 void register_nn_ops(OpRegistry& r);
 void register_conv_ops(OpRegistry& r);
+void register_pool_ops(OpRegistry& r);
 void register_state_ops(OpRegistry& r);
 
 // Adds a node after making sure the op families are registered.

@@ -14,6 +14,7 @@ void ensure_registered() {
     register_array_ops(r);
     register_nn_ops(r);
     register_conv_ops(r);
+    register_pool_ops(r);
     register_state_ops(r);
   });
 }

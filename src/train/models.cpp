@@ -29,13 +29,14 @@ class Builder {
     return matmul(x, w) + b;
   }
 
-  // x: (B, H, W, Cin) -> (B, H, W, filters), SAME padding, stride 1
-  Output conv(const std::string& name, Output x, std::int64_t filters, std::int64_t k) {
+  // x: (B, H, W, Cin) -> relu(conv + bias): (B, H, W, filters), SAME padding,
+  // stride 1, as one FusedConv2D node
+  Output conv_relu(const std::string& name, Output x, std::int64_t filters, std::int64_t k) {
     auto scope = g_.scope(name);
     const std::int64_t cin = x.shape().dim(-1);
     auto w = g_.variable("kernel", {k, k, cin, filters}, init::glorot_uniform(next_seed()));
     auto b = g_.variable("bias", {filters}, init::zeros());
-    return conv2d(x, w, 1, Padding::same) + b;
+    return fused_conv2d(x, w, b, /*relu=*/true, 1, Padding::same);
   }
 
   std::uint64_t next_seed() { return random::mix64(seed_ + 0x51ed * ++count_); }
@@ -95,8 +96,8 @@ Model build_model(Graph& g, const ModelSpec& spec, const std::vector<std::int64_
              " pools twice by 2 and needs H and W divisible by 4; the data set's images are ", h,
              "x", w);
     Output img = reshape(m.x, {-1, h, w, c});
-    Output h1 = max_pool2d(relu(b.conv("conv1", img, small ? 16 : 32, 5)), 2, 2, Padding::valid);
-    Output h2 = max_pool2d(relu(b.conv("conv2", h1, small ? 32 : 64, 5)), 2, 2, Padding::valid);
+    Output h1 = max_pool2d(b.conv_relu("conv1", img, small ? 16 : 32, 5), 2, 2, Padding::valid);
+    Output h2 = max_pool2d(b.conv_relu("conv2", h1, small ? 32 : 64, 5), 2, 2, Padding::valid);
     Output f = reshape(h2, {-1, (h / 4) * (w / 4) * (small ? 32 : 64)});
     Output d = relu(b.dense("dense", f, small ? 128 : 1024));
     if (!small && spec.dropout > 0)

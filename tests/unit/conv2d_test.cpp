@@ -256,5 +256,61 @@ TEST(Conv2D, RunTimeChannelMismatchRaises) {
   EXPECT_THROW(sess.run({y}, {{x, random_tensor({2, 7, 5, 2}, 2)}}), Error);
 }
 
+// --- FusedConv2D -----------------------------------------------------------
+
+// act(conv2d(x, f) + b) as one node gives the same bits as the three separate
+// nodes, forward and for the gradients of x, f and b.
+TEST(FusedConv2D, EqualsConvPlusBiasThenActivationBitwise) {
+  std::uint64_t seed = 900;
+  std::vector<Conv> cases = small_cases();
+  for (const Conv& cv : large_cases()) cases.push_back(cv);
+  for (const Conv& cv : cases) {
+    for (bool relu : {true, false}) {
+      SCOPED_TRACE(cv.name() + (relu ? " relu" : " none"));
+      Graph g;
+      auto x = g.placeholder("x", {-1, cv.h, cv.w, cv.cin});
+      auto f = g.constant(random_tensor(cv.f_shape(), seed++), "f");
+      auto b = g.constant(random_tensor({cv.cout}, seed++), "b");
+      auto dy = g.placeholder("dy", {-1, cv.dh().out, cv.dw().out, cv.cout});
+      const auto s = static_cast<int>(cv.stride);
+      Output fused = fused_conv2d(x, f, b, relu, s, cv.pad);
+      Output plain = conv2d(x, f, s, cv.pad) + b;
+      if (relu) plain = ringflow::relu(plain);
+      // loss = sum(y * dy): the gradient reaching y is dy.
+      const auto gf = gradients(reduce_sum(mul(fused, dy)), {x, f, b});
+      const auto gp = gradients(reduce_sum(mul(plain, dy)), {x, f, b});
+      Session sess(g, {.num_threads = 2});
+      const auto out = sess.run(
+          {fused, gf[0], gf[1], gf[2], plain, gp[0], gp[1], gp[2]},
+          {{x, random_tensor(cv.x_shape(), seed++)}, {dy, random_tensor(cv.y_shape(), seed++)}});
+      const char* what[] = {"y", "dx", "df", "db"};
+      for (std::size_t i = 0; i < 4; ++i) {
+        ASSERT_EQ(out[i].shape(), out[i + 4].shape()) << what[i];
+        EXPECT_EQ(std::memcmp(out[i].data<float>(), out[i + 4].data<float>(), out[i].num_bytes()),
+                  0)
+            << what[i] << " differs from the unfused graph";
+      }
+    }
+  }
+}
+
+TEST(FusedConv2D, BadBiasAndActivationAreShapeErrors) {
+  Graph g;
+  auto x = g.placeholder("images", {-1, 7, 5, 3});
+  auto f = g.variable("kernel", {3, 3, 3, 4}, init::glorot_uniform(1));
+  auto b5 = g.variable("bias5", {5}, init::zeros());
+  auto b = g.variable("bias", {4}, init::zeros());
+  std::string msg = shape_error_of([&] { fused_conv2d(x, f, b5, true); });
+  EXPECT_NE(msg.find("bias5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("4 output channels"), std::string::npos) << msg;
+  msg = shape_error_of([&] {
+    g.add_op("FusedConv2D", {x, f, b},
+             {{"stride", I64{1}},
+              {"padding", std::string("SAME")},
+              {"activation", std::string("gelu")}});
+  });
+  EXPECT_NE(msg.find("gelu"), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace ringflow

@@ -106,6 +106,13 @@ std::vector<GradCase> grad_cases() {
                return conv2d(x[0], x[1], stride, pad);
              }});
       }
+    // The relu variant is tested bitwise against the separate ops
+    // (conv2d_test.cpp); finite differences would straddle its kink.
+    cases.push_back({"FusedConv2D_bias",
+                     {{{2, 5, 6, 3}, -1, 1}, {{3, 3, 3, 2}, -1, 1}, {{2}, -1, 1}},
+                     [](Graph&, auto& x) {
+                       return fused_conv2d(x[0], x[1], x[2], /*relu=*/false, 2, Padding::same);
+                     }});
     cases.push_back({"MaxPool2D_valid",
                      {{{2, 4, 6, 3}, -1, 1}},
                      [](Graph&, auto& x) { return max_pool2d(x[0], 2, 2, Padding::valid); },

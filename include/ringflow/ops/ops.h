@@ -101,6 +101,11 @@ Output dropout(Output x, float rate, Output training, std::uint64_t seed, Output
 // --- convolution, NHWC; filter (KH, KW, Cin, Cout)
 enum class Padding { same, valid };
 Output conv2d(Output input, Output filter, int stride = 1, Padding padding = Padding::same);
+// relu(conv2d(input, filter) + bias) (relu = false: without the relu) as one
+// node: the bias and activation are applied to each block of the output right
+// after it is computed. The same values and gradients as the separate ops.
+Output fused_conv2d(Output input, Output filter, Output bias, bool relu, int stride = 1,
+                    Padding padding = Padding::same);
 Output max_pool2d(Output input, int window = 2, int stride = 2, Padding padding = Padding::valid);
 
 // --- state
