@@ -302,15 +302,8 @@ int main(int argc, char** argv) {
     });
     if (!config.timeline.empty()) trainer->write_timeline(config.timeline);
     if (const int sig = trainer->stop_signal(); sig != 0) {
-      if (rank == 0) {
-        std::cout << "stopped by " << (sig == SIGTERM ? "SIGTERM" : "SIGUSR1") << " after step "
-                  << trainer->step() << "; "
-                  << (trainer->last_checkpoint().empty()
-                          ? std::string("no --checkpoint-dir, nothing saved")
-                          : "checkpoint '" + trainer->last_checkpoint() + "' written")
-                  << "; exit " << rt::kExitStopped << " (run again with --resume to continue)\n"
-                  << std::flush;
-      }
+      if (rank == 0)
+        ringflow::apps::print_stopped(sig, trainer->step(), trainer->last_checkpoint());
       return rt::kExitStopped;
     }
     const auto [loss, acc] = trainer->evaluate();

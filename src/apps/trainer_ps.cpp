@@ -1,5 +1,6 @@
 #include "trainer_ps.h"
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ringflow/train/control.h"
 #include "ringflow/train/ps.h"
 
 namespace ringflow::apps {
@@ -78,6 +80,15 @@ void apply_ps_flags(const CLI::App& app, rt::TrainConfig& c, const PsFlags& flag
   if (flags.async) c.ps_update = "async";
   RF_CHECK(app.count("--max-staleness") == 0 || c.max_staleness >= 0,
            "--max-staleness: ", c.max_staleness, " must be >= 0 (leave it out for no bound)");
+}
+
+void print_stopped(int sig, std::int64_t step, const std::string& checkpoint) {
+  std::cout << "stopped by " << (sig == SIGTERM ? "SIGTERM" : "SIGUSR1") << " after step " << step
+            << "; "
+            << (checkpoint.empty() ? std::string("no --checkpoint-dir, nothing saved")
+                                   : "checkpoint '" + checkpoint + "' written")
+            << "; exit " << rt::kExitStopped << " (run again with --resume to continue)\n"
+            << std::flush;
 }
 
 void print_allreduce_traffic(rc::Communicator& comm, std::int64_t steps) {
@@ -159,6 +170,10 @@ int run_ps(const rt::TrainConfig& config, rc::Communicator& comm) {
       }
       std::cout << out << "\n" << std::flush;
     });
+    if (const auto [sig, step] = trainer->agree_stop(); sig != 0) {
+      if (rank == 0) print_stopped(sig, step, trainer->last_checkpoint());
+      return rt::kExitStopped;
+    }
     const auto [loss, acc] = trainer->evaluate();
     const rt::PsSummary s = trainer->summarize();
     if (rank == 0) {

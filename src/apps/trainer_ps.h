@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -28,5 +29,9 @@ int run_ps(const train::TrainConfig& c, collectives::Communicator& comm);
 // Rank 0 prints "traffic per rank per step: ..." for an allreduce run of
 // `steps` steps: the largest figures over the ranks (collective).
 void print_allreduce_traffic(collectives::Communicator& comm, std::int64_t steps);
+
+// Rank 0's line after a stop signal ended training: the signal, the step,
+// the checkpoint written ("" = none) and the exit code.
+void print_stopped(int sig, std::int64_t step, const std::string& checkpoint);
 
 }  // namespace ringflow::apps

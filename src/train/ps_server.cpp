@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ringflow/train/control.h"
 #include "shared.h"
 
 namespace ringflow::train {
@@ -128,8 +129,11 @@ void PsServer::serve(
         on_push(m, w);
         break;
       case rc::PsKind::done:
-        RF_CHECK_AS(CommError, outstanding_[wi] < 0, roles.name(m.source),
-                    " said DONE with a gradient outstanding");
+        // A worker stopped by a signal abandons the parameters it pulled last.
+        RF_CHECK_AS(CommError,
+                    outstanding_[wi] < 0 || stop_at_ >= 0 || m.header.flags & rc::kPsStop,
+                    roles.name(m.source), " said DONE with a gradient outstanding");
+        outstanding_[wi] = -1;
         done_[wi] = true;
         ++num_done_;
         if (sync_) try_apply_sync();  // the others may have been waiting for it only
@@ -151,6 +155,7 @@ void PsServer::serve(
         RF_THROW(CommError, roles.name(shard_), ": unexpected message kind ",
                  static_cast<int>(m.kind), " from ", roles.name(m.source));
     }
+    if (shard_ == 0) note_stop_signal(stop_signal_received());
     take_snapshots();
     answer_pending();
     RF_CHECK_AS(InternalError, num_done_ < num_workers_ || checkpoint_requests_.empty(),
@@ -162,8 +167,19 @@ void PsServer::serve(
   transport_.wait_sends();
 }
 
+void PsServer::note_stop_signal(int signo) {
+  if (signo == 0 || stop_at_ >= 0) return;
+  // Sync: pulls for step `version` may already have been answered, those
+  // for version + 1 cannot have been; so every worker stops before the same
+  // step. Async: every pull from now on is answered with a stop.
+  stop_signal_ = signo;
+  stop_at_ = sync_ ? stats_.version + 1 : 0;
+}
+
 void PsServer::on_push(const rc::PsMessage& m, int w) {
   const auto wi = static_cast<std::size_t>(w);
+  if (shard_ == 0 && (m.header.flags & rc::kPsSignal))
+    note_stop_signal(static_cast<int>(m.header.reserved));
   const std::span<const float> g = m.floats();
   RF_CHECK_AS(CommError, static_cast<std::int64_t>(g.size()) == grad_feed_.num_elements(),
               transport_.roles().name(shard_), ": a gradient of ", g.size(), " floats from ",
@@ -234,7 +250,12 @@ void PsServer::apply(std::int64_t schedule_step) {
   ++stats_.version;
 }
 
+bool PsServer::stops(const Pull& p) const {
+  return stop_at_ >= 0 && !(p.header.flags & rc::kPsEvalPull) && p.header.step >= stop_at_;
+}
+
 bool PsServer::answerable(const Pull& p) const {
+  if (stops(p)) return true;
   if (p.header.flags & rc::kPsEvalPull) return !sync_ || stats_.version >= p.header.step;
   if (sync_) return stats_.version >= p.header.step;
   if (max_staleness_ < 0) return true;
@@ -259,6 +280,12 @@ void PsServer::answer(const Pull& p) {
   h.step = p.header.step;
   h.version = stats_.version;
   h.flags = p.header.flags;
+  if (stops(p)) {
+    h.flags |= rc::kPsStop;
+    h.reserved = stop_signal_;
+    transport_.post(dest, rc::PsKind::params, shard_, h);
+    return;
+  }
   transport_.post(dest, rc::PsKind::params, shard_, h);
   if (!(p.header.flags & rc::kPsEvalPull) && !sync_)
     outstanding_[static_cast<std::size_t>(p.worker)] = stats_.version;

@@ -31,6 +31,8 @@ class PsServer {
 
   std::span<const float> values();
   const PsServerStats& stats() const { return stats_; }
+  // ps:0: the stop signal it acted on (0: none); see ps.h.
+  int stop_signal() const { return stop_signal_; }
 
   // The shard's whole state: every variable of the server's graph (the shard,
   // then the optimizer's slots), concatenated in graph order. restore() is the
@@ -58,6 +60,7 @@ class PsServer {
   void on_push(const collectives::PsMessage& m, int worker);
   void try_apply_sync();
   void apply(std::int64_t schedule_step);
+  bool stops(const Pull& p) const;
   bool answerable(const Pull& p) const;
   void answer(const Pull& p);
   void answer_pending();
@@ -94,6 +97,11 @@ class PsServer {
   };
   std::map<std::int64_t, Collecting> collecting_;
   CheckpointFn writer_;
+  // Stop signals (ps:0 only): the signal, and the first step whose pulls are
+  // answered with kPsStop (-1: not decided).
+  int stop_signal_ = 0;
+  std::int64_t stop_at_ = -1;
+  void note_stop_signal(int signo);
   std::int64_t window_count_ = 0, window_sum_ = 0, window_max_ = 0;  // since the last report
 };
 

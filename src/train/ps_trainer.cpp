@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "ps_server.h"
 #include "ps_worker.h"
@@ -182,8 +183,15 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
     const std::int64_t steps =
         std::min<std::int64_t>((e + 1) * spe, total_steps_) - worker_->steps();
     double loss = 0;
+    std::int64_t done = 0;
     for (std::int64_t s = 0; s < steps; ++s) {
-      loss += worker_->step();
+      const double step_loss = worker_->step();
+      if (worker_->stopped_by() != 0) break;
+      loss += step_loss;
+      ++done;
+      if (config_.test_step_delay_ms > 0 &&
+          (config_.test_delay_rank < 0 || config_.test_delay_rank == comm_.rank()))
+        std::this_thread::sleep_for(std::chrono::milliseconds(config_.test_step_delay_ms));
       if (!asks) continue;
       const std::int64_t t = worker_->steps();
       const auto now = std::chrono::steady_clock::now();
@@ -195,14 +203,18 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
         last_asked = now;
       }
     }
-    trained_steps_ += steps;
+    trained_steps_ += done;
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::vector<double> totals{loss, static_cast<double>(steps), 0, 0, 0};
+    // Every worker takes part in the epoch's sums, stopped or not, so none
+    // waits for one that stopped (async workers stop at different steps).
+    const bool stopped = worker_->stopped_by() != 0;
+    std::vector<double> totals{loss, static_cast<double>(done), 0, 0, 0};
+    std::vector<double> stop{static_cast<double>(worker_->stopped_by())};
     EpochMetrics m;
     m.epoch = e + 1;
     m.steps = worker_->steps();
-    const bool eval = config_.eval_each_epoch || e + 1 == epochs;
+    const bool eval = !stopped && (config_.eval_each_epoch || e + 1 == epochs);
     if (eval) {
       worker_->pull_for_eval(worker_->steps());
       const EvalSums s = worker_->evaluate_shard();
@@ -211,13 +223,19 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
       totals[4] = s.rows;
     }
     sum_over(group_->handle(), totals);
+    sum_over(group_->handle(), stop, MPI_MAX);
+    if (stop[0] != 0) {  // stop after this partial epoch (see ps.h)
+      stop_signal_ = static_cast<int>(stop[0]);
+      if (asks && last_requested_ != worker_->steps()) request_checkpoint(worker_->steps());
+      break;
+    }
     m.train_loss = totals[0] / std::max(1.0, totals[1]);
     if (eval) {
       m.test_loss = totals[2] / std::max(1.0, totals[4]);
       m.test_accuracy = totals[3] / std::max(1.0, totals[4]);
       m.test_rows = static_cast<std::int64_t>(totals[4]);
     }
-    m.samples_per_second = static_cast<double>(steps * config_.batch_size) / secs;
+    m.samples_per_second = static_cast<double>(done * config_.batch_size) / secs;
     m.elapsed_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m.eta_seconds = m.elapsed_seconds / static_cast<double>(e + 1 - first_epoch) *
@@ -285,6 +303,7 @@ std::string server_slot(const std::string& name) {
 }  // namespace
 
 void PsTrainer::request_checkpoint(std::int64_t step) {
+  last_requested_ = step;
   rc::PsHeader h;
   h.step = step;
   for (int p = 0; p < roles_.num_servers(); ++p)
@@ -424,6 +443,15 @@ std::pair<double, double> PsTrainer::evaluate() {
   RF_CHECK_AS(InternalError, totals[2] == rows[0], "evaluation covered ", totals[2], " of ",
               rows[0], " test rows");
   return {totals[0] / totals[2], totals[1] / totals[2]};
+}
+
+std::pair<int, std::int64_t> PsTrainer::agree_stop() {
+  std::vector<double> v{
+      static_cast<double>(stop_signal_),
+      roles_.worker_index(comm_.rank()) == 0 ? static_cast<double>(worker_->steps()) : 0.0};
+  sum_over(comm_.handle(), v, MPI_MAX);
+  stop_signal_ = static_cast<int>(v[0]);
+  return {stop_signal_, static_cast<std::int64_t>(v[1])};
 }
 
 PsServerStats PsTrainer::server_stats() const {

@@ -6,6 +6,7 @@
 
 #include "ringflow/datasets/format.h"
 #include "ringflow/graph/gradients.h"
+#include "ringflow/train/control.h"
 
 namespace ringflow::train {
 
@@ -84,12 +85,15 @@ void PsWorker::pull(std::int64_t flags) {
   };
   auto take = [&](int p) {
     const int server = roles.server_rank(p);
-    versions_[static_cast<std::size_t>(p)] = transport_.header(server).version;
+    const rc::PsHeader& reply = transport_.header(server);
+    if (reply.flags & rc::kPsStop) stopped_by_ = static_cast<int>(reply.reserved);
+    versions_[static_cast<std::size_t>(p)] = reply.version;
     unpack(p, transport_.payload(server));
   };
   if (sequential_pulls_ && !(flags & rc::kPsEvalPull)) {
-    // Bounded staleness: one shard at a time, in shard order (see ps.h).
-    for (int p = 0; p < num_shards; ++p) {
+    // Bounded staleness: one shard at a time, in shard order (see ps.h);
+    // after a stop from ps:0 the other shards are not needed.
+    for (int p = 0; p < num_shards && stopped_by_ == 0; ++p) {
       request(p);
       transport_.wait_receives();
       take(p);
@@ -104,6 +108,7 @@ void PsWorker::pull(std::int64_t flags) {
 double PsWorker::step() {
   next_batch(*batches_, epoch_, epoch_started_, resume_position_, x_batch_, y_batch_);
   pull(0);
+  if (stopped_by_ != 0) return 0.0;  // ps:0 says stop before this step
   std::vector<Output> fetches{model_.loss};
   fetches.insert(fetches.end(), grads_.begin(), grads_.end());
   const auto out = session_->run(
@@ -122,6 +127,10 @@ double PsWorker::step() {
     rc::PsHeader h;
     h.step = step_;
     h.version = versions_[static_cast<std::size_t>(p)];
+    if (const int sig = stop_signal_received(); sig != 0) {
+      h.flags |= rc::kPsSignal;  // ps:0 decides when every worker stops
+      h.reserved = sig;
+    }
     transport_.post(server, rc::PsKind::push, p, h);
   }
   ++step_;
@@ -164,6 +173,7 @@ void PsWorker::finish() {
   const rc::PsRoles& roles = transport_.roles();
   rc::PsHeader h;
   h.step = step_;
+  if (stopped_by_ != 0) h.flags |= rc::kPsStop;  // its last pull is abandoned
   for (int p = 0; p < layout_.num_shards(); ++p)
     transport_.send(roles.server_rank(p), rc::PsKind::done, p, h);
 }

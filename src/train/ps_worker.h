@@ -21,8 +21,11 @@ class PsWorker {
   ~PsWorker();
 
   // Pulls the parameters, computes the gradient of the next local batch and
-  // pushes it. Returns the batch's loss.
+  // pushes it. Returns the batch's loss. When ps:0 answers the pull with a
+  // stop, runs nothing and sets stopped_by() (see ps.h).
   double step();
+  // The stop signal ps:0 relayed (0: none).
+  int stopped_by() const { return stopped_by_; }
   // Pulls the current parameters without taking part in staleness
   // accounting (evaluation); in sync mode waits for `after_steps` updates.
   void pull_for_eval(std::int64_t after_steps);
@@ -63,6 +66,7 @@ class PsWorker {
   std::int64_t epoch_ = 0;
   bool epoch_started_ = false;
   std::int64_t resume_position_ = 0;  // batches to skip when the epoch starts
+  int stopped_by_ = 0;
 };
 
 }  // namespace ringflow::train

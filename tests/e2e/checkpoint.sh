@@ -42,14 +42,16 @@ expect_same_model() {
   fi
 }
 
-# signal_run NP SIGNAL TARGET DIR: starts a slowed-down run, sends SIGNAL once it
-# has checkpointed a step, to mpirun (TARGET=launcher, which forwards it) or to
-# every rank (TARGET=ranks, as Slurm does), and checks the documented exit 75.
+# signal_run NP SIGNAL TARGET DIR [ARGS...]: starts a slowed-down run (with
+# ARGS), sends SIGNAL once it has checkpointed a step, to mpirun
+# (TARGET=launcher, which forwards it) or to every rank (TARGET=ranks, as
+# Slurm does), and checks the documented exit 75.
 signal_run() {
   local np=$1 sig=$2 target=$3 dir=$4
+  shift 4
   local launcher=()
   ((np > 0)) && launcher=("$mpiexec" -np "$np" --oversubscribe)
-  "${launcher[@]}" "$trainer" "${base[@]}" --epochs 3 --checkpoint-dir "$dir" --checkpoint-every 5 --test-step-delay-ms 15 \
+  "${launcher[@]}" "$trainer" "${base[@]}" --epochs 3 "$@" --checkpoint-dir "$dir" --checkpoint-every 5 --test-step-delay-ms 15 \
     >"$tmp/sig.out" 2>"$tmp/sig.err" &
   local pid=$! i
   # Wait (bounded) until training is under way: the first checkpoint.
@@ -283,6 +285,21 @@ case $case in
       fail "async: no 'resumed from' message: $(cat "$tmp/as.err")"
     "$ckdiff" "$tmp/async/ckpt-0000000050.h5" "$tmp/async/ckpt-0000000050.h5" 0 >/dev/null ||
       fail "async: no valid final checkpoint"
+    # Stop signals: sync ps stops every worker before the same step,
+    # checkpoints, exits 75, and the resumed run ends as the straight one.
+    run 4 "${base[@]}" "${ps[@]}" --epochs 3 --checkpoint-dir "$tmp/ps3" >/dev/null ||
+      fail "ps 3-epoch run failed"
+    for how in "USR1 launcher" "TERM ranks"; do
+      read -r sig target <<<"$how"
+      signal_run 4 "$sig" "$target" "$tmp/pssig$sig" "${ps[@]}"
+      run 4 "${base[@]}" "${ps[@]}" --epochs 3 --checkpoint-dir "$tmp/pssig$sig" --resume \
+        >/dev/null 2>&1 || fail "ps resume after SIG$sig failed"
+      "$ckdiff" "$tmp/ps3/ckpt-0000000060.h5" "$tmp/pssig$sig/ckpt-0000000060.h5" 0 >&2 ||
+        fail "ps stopped by SIG$sig and resumed differs from the straight run"
+    done
+    signal_run 3 USR1 launcher "$tmp/assig" "${as[@]}"
+    run 3 "${base[@]}" "${as[@]}" --epochs 3 --checkpoint-dir "$tmp/assig" --resume >/dev/null 2>&1 ||
+      fail "async resume after a stop failed"
     expect_error 1 "Resume with the configuration that wrote it" timeout 120 "$mpiexec" -np 3 --oversubscribe "$trainer" \
       "${base[@]}" --hidden 32 --mode ps --num-ps 1 --checkpoint-dir "$tmp/split" --resume
     ;;

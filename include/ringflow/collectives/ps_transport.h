@@ -56,11 +56,16 @@ int ps_tag(PsKind kind, int shard);
 struct PsHeader {
   std::int64_t step = 0;     // the worker's step (pull, push), the epoch (report)
   std::int64_t version = 0;  // see PsKind
-  std::int64_t flags = 0;    // kPsEvalPull
+  std::int64_t flags = 0;    // kPsEvalPull, kPsStop, kPsSignal
+  // kPsStop, kPsSignal: the stop signal's number in `reserved`
   std::int64_t reserved = 0;
 };
 // A pull for evaluation: answered at once, never counted as an outstanding gradient.
 inline constexpr std::int64_t kPsEvalPull = 1;
+// A reply to a pull: do not run this step, stop (a stop signal reached ps:0).
+inline constexpr std::int64_t kPsStop = 2;
+// On a push: this worker has received a stop signal.
+inline constexpr std::int64_t kPsSignal = 4;
 
 struct PsMessage {
   int source = 0;

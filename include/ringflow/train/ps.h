@@ -53,7 +53,16 @@
 // format, names and order). So a checkpoint can be resumed in either mode,
 // with any P and N. --resume gives every server its shard of the variables
 // and slots back and every worker its data position; the version restarts at
-// t (sync) or t * W (async). Stop signals are not handled in ps mode.
+// t (sync) or t * W (async).
+//
+// Stop signals (SIGTERM, SIGUSR1, as in allreduce mode): a worker that
+// receives one flags its pushes (kPsSignal); ps:0, on its own signal or such a
+// push, decides a stop step and answers pulls from then on with kPsStop
+// instead of parameters. Sync: the stop step is version + 1 when ps:0 learns
+// of the signal, so every worker stops before the same step; async: every
+// worker stops at its next pull. Workers finish the epoch's sums (all take
+// part, so none waits for a stopped one), worker:0 asks for a checkpoint at
+// its step, every worker says DONE, and the trainer exits with 75.
 //
 // Shutdown: a worker sends DONE to every server after its last push; a
 // server serves until it has every worker's DONE. Workers may run different
@@ -163,6 +172,9 @@ class PsTrainer {
   PsSummary summarize();
 
   PsServerStats server_stats() const;
+  // After run() (collective): the stop signal that ended training early (0:
+  // none; then evaluate() and a normal exit follow) and worker:0's steps.
+  std::pair<int, std::int64_t> agree_stop();
   // On rank 0: the last checkpoint written and the one resumed from ("" if none).
   const std::string& last_checkpoint() const { return last_checkpoint_; }
   const std::string& resumed_from() const { return resumed_from_; }
@@ -197,6 +209,8 @@ class PsTrainer {
   std::vector<CheckpointEntry> entries_;
   CheckpointEvery every_;
   std::int64_t start_step_ = 0;
+  std::int64_t last_requested_ = -1;  // worker:0: the last checkpoint step asked for
+  int stop_signal_ = 0;
   std::string last_checkpoint_, resumed_from_;
   void plan_checkpoints(Graph& model_graph);
   void write_checkpoint_from(std::int64_t step, const std::vector<std::vector<float>>& shards);
