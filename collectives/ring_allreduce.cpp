@@ -195,19 +195,33 @@ class RingPipeline {
 
 namespace detail {
 
-void ring_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp op) {
+void ring_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp op,
+                              RingTransport transport) {
   // One rank: the sum is the buffer and the average divides by 1: nothing to do.
   if (comm.size() == 1 || data.empty()) return;
-  RingPipeline(comm, data, op).run();
+  if (transport == RingTransport::shm) {
+    shm_ring_allreduce(comm, data, op);
+  } else {
+    RingPipeline(comm, data, op).run();
+  }
+}
+
+CallSignature ring_signature(const Communicator& comm, std::size_t count, ReduceOp op,
+                             RingTransport transport) {
+  return {CallKind::allreduce,
+          count,
+          static_cast<std::int64_t>(op),
+          static_cast<std::int64_t>(Algorithm::ring),
+          static_cast<std::int64_t>(comm.options().max_segment_bytes),
+          static_cast<std::int64_t>(transport)};
 }
 
 }  // namespace detail
 
 void ring_allreduce(Communicator& comm, std::span<float> data, ReduceOp op) {
-  detail::check_call(comm, {detail::CallKind::allreduce, data.size(), static_cast<std::int64_t>(op),
-                            static_cast<std::int64_t>(Algorithm::ring),
-                            static_cast<std::int64_t>(comm.options().max_segment_bytes)});
-  detail::ring_allreduce_unchecked(comm, data, op);
+  const RingTransport transport = choose_ring_transport(comm);
+  detail::check_call(comm, detail::ring_signature(comm, data.size(), op, transport));
+  detail::ring_allreduce_unchecked(comm, data, op, transport);
 }
 
 }  // namespace ringflow::collectives

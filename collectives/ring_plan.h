@@ -61,7 +61,8 @@ class RingPlan {
   std::int64_t step_of(std::int64_t item) const {
     return item / static_cast<std::int64_t>(segments_);
   }
-  // Steps 0 .. N-2 reduce-scatter, steps N-1 .. 2N-3 allgather.
+  // 2(N-1): steps 0 .. N-2 reduce-scatter, steps N-1 .. 2N-3 allgather.
+  std::int64_t steps() const { return 2 * static_cast<std::int64_t>(n_ - 1); }
   bool reduce_scatter(std::int64_t step) const { return step < n_ - 1; }
   // The reduce-scatter step whose reduction completes a chunk (and divides it for
   // average).
@@ -76,6 +77,12 @@ class RingPlan {
     return reduce_scatter(step) ? ring_mod(rank_ - step - 1, n_)
                                 : ring_mod(rank_ - (step - (n_ - 1)), n_);
   }
+  // Segment `segment` of chunk `chunk`, as a range of the buffer.
+  Range segment_of_chunk(int chunk, std::size_t segment) const {
+    const Range whole = part_of({0, count_}, static_cast<std::size_t>(n_), chunk);
+    return part_of(whole, segments_, segment);
+  }
+  // For items numbered item = step * segments + segment (the p2p pipeline's order).
   Range send_segment(std::int64_t item) const {
     return segment_of_chunk(send_chunk(step_of(item)), segment_of(item));
   }
@@ -87,10 +94,6 @@ class RingPlan {
   std::size_t segment_of(std::int64_t item) const {
     return static_cast<std::size_t>(item % static_cast<std::int64_t>(segments_));
   }
-  Range segment_of_chunk(int chunk, std::size_t segment) const {
-    const Range whole = part_of({0, count_}, static_cast<std::size_t>(n_), chunk);
-    return part_of(whole, segments_, segment);
-  }
 
   int n_;
   int rank_;
@@ -99,9 +102,8 @@ class RingPlan {
   std::int64_t items_ = 0;
 };
 
-// The reductions. Every one computes own + incoming, in that order, so that the two
-// transports and every fused variant produce the same bits. Plain loops so that
-// GCC vectorises them.
+// The reductions, used by both transports: own + incoming, in that order, so that
+// both give the same bits. Plain loops so that GCC vectorises them.
 
 // own += incoming
 inline void reduce_into(float* __restrict own, const float* __restrict incoming,

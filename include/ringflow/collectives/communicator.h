@@ -1,6 +1,6 @@
 // Communicator: ringflow's own MPI communicator plus the persistent state of its
-// collectives (knobs and the ring's scratch memory). Also the MPI error idiom
-// (RF_MPI_CHECK) and the fatal-error exit (abort_job).
+// collectives (knobs, the ring's scratch memory and shared-memory window). Also the
+// MPI error idiom (RF_MPI_CHECK) and the fatal-error exit (abort_job).
 #pragma once
 
 #include <mpi.h>
@@ -14,12 +14,20 @@
 #include <string>
 
 #include "ringflow/base/error.h"
+#include "ringflow/collectives/types.h"
 
 namespace ringflow::collectives {
 
 namespace detail {
 // Throws CommError "MPI call failed on rank r: <call>: <MPI error string>".
 [[noreturn]] void raise_mpi_error(int code, const char* call, const char* file, int line);
+
+// The shared-memory ring's MPI window and item counters; defined, created and freed
+// in collectives/ring_shm.cpp.
+class ShmRingWindow;
+struct ShmRingWindowDeleter {
+  void operator()(ShmRingWindow* window) const;
+};
 }  // namespace detail
 
 // RF_MPI_CHECK(MPI_Barrier(comm)) turns a failing MPI return code into a CommError
@@ -52,9 +60,10 @@ inline constexpr std::size_t kDefaultRingMaxBytes = std::numeric_limits<std::siz
 //   RINGFLOW_RING_SEGMENT_BYTES      max_segment_bytes (hidden knob for tests/tuning)
 //   RINGFLOW_CHECK_COLLECTIVES=0|1   check_collectives
 //   RINGFLOW_ALLREDUCE_RING_MIN_BYTES, RINGFLOW_ALLREDUCE_RING_MAX_BYTES  crossovers
+//   RINGFLOW_RING_TRANSPORT=auto|shm|p2p  ring_transport (hidden knob for tests/benchmarks)
 struct CollectiveOptions {
-  // Upper bound on one ring segment (one message). Smaller segments pipeline more
-  // finely but pay more per-message latency.
+  // Upper bound on one ring segment (one message, or one slot of the shared-memory
+  // transport). Smaller segments pipeline more finely but pay more per-segment latency.
   std::size_t max_segment_bytes = kDefaultMaxSegmentBytes;
   // Before every collective, allgather each rank's call signature (collective,
   // length, op/root, algorithm) and raise CommError on every rank if they differ,
@@ -69,6 +78,10 @@ struct CollectiveOptions {
   // ring_max_bytes) bytes and MPI_Allreduce otherwise.
   std::size_t ring_min_bytes = kDefaultRingMinBytes;
   std::size_t ring_max_bytes = kDefaultRingMaxBytes;
+  // How the ring moves segments (see RingTransport): automatic takes the shared-memory
+  // window when every rank is on one node. Forcing shm or p2p is for tests and the
+  // benchmark; both give bitwise the same results.
+  RingTransport ring_transport = RingTransport::automatic;
 
   // Defaults overridden by the RINGFLOW_* variables above; throws InvalidArgument
   // naming the variable if a value does not parse.
@@ -77,7 +90,7 @@ struct CollectiveOptions {
 
 // A duplicate of an MPI communicator (MPI_COMM_WORLD by default), so ringflow's
 // traffic never matches anyone else's messages. Owns the ring allreduce's scratch
-// memory, allocated once and reused by every call.
+// memory, allocated once and reused by every call, and the shared-memory ring's window.
 //
 // Not thread-safe: one thread uses a Communicator at a time (MPI is initialised
 // with MPI_THREAD_SERIALIZED). Destroy it before the MpiEnvironment.
@@ -106,6 +119,9 @@ class Communicator {
   void set_max_segment_bytes(std::size_t bytes);
   void set_check_collectives(bool on) { options_.check_collectives = on; }
   void set_auto_crossovers(std::size_t ring_min_bytes, std::size_t ring_max_bytes);
+  // Hidden knob: forces the ring's transport (tests, benchmark). Every rank must set
+  // the same; the collective check compares the resolved transport.
+  void set_ring_transport(RingTransport transport) { options_.ring_transport = transport; }
 
   // Persistent scratch of at least `floats` floats, 64-byte aligned. Grows
   // (reallocates) only when a larger size is asked for; the ring asks for a size fixed
@@ -125,6 +141,16 @@ class Communicator {
     bytes_received_ += received;
   }
 
+  // The shared-memory ring's window, with slots of at least `slot_bytes` each
+  // (collectives/ring_shm.cpp). Collective over the communicator when it must be
+  // created or grown: the first shm ring allreduce, or the first with a larger
+  // segment size than before; every rank reaches that call together, since all issue
+  // the same collectives with the same segment size. Freed (collectively) with the
+  // communicator.
+  detail::ShmRingWindow& shm_ring_window(std::size_t slot_bytes);
+  // How many times shm_ring_window() had to allocate a window (for tests).
+  int shm_window_allocations() const { return shm_window_allocations_; }
+
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
@@ -140,6 +166,8 @@ class Communicator {
   int scratch_allocations_ = 0;
   std::int64_t bytes_sent_ = 0;
   std::int64_t bytes_received_ = 0;
+  std::unique_ptr<detail::ShmRingWindow, detail::ShmRingWindowDeleter> shm_window_;
+  int shm_window_allocations_ = 0;
 };
 
 // MPI_Barrier on the communicator.
