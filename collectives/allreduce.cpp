@@ -98,7 +98,9 @@ void mpi_allreduce(Communicator& comm, std::span<float> data, ReduceOp op) {
 Algorithm choose_algorithm(const Communicator& comm, std::size_t bytes) {
   if (comm.size() == 1) return Algorithm::mpi;
   const CollectiveOptions& o = comm.options();
-  return bytes >= o.ring_min_bytes && bytes < o.ring_max_bytes ? Algorithm::ring : Algorithm::mpi;
+  const std::size_t ring_min_bytes =
+      choose_ring_transport(comm) == RingTransport::shm ? o.shm_ring_min_bytes : o.ring_min_bytes;
+  return bytes >= ring_min_bytes && bytes < o.ring_max_bytes ? Algorithm::ring : Algorithm::mpi;
 }
 
 RingTransport choose_ring_transport(const Communicator& comm) {

@@ -58,6 +58,7 @@ CollectiveOptions CollectiveOptions::from_env() {
            sizeof(float));
   o.check_collectives = env_bool("RINGFLOW_CHECK_COLLECTIVES", o.check_collectives);
   o.ring_min_bytes = env_size("RINGFLOW_ALLREDUCE_RING_MIN_BYTES", o.ring_min_bytes);
+  o.shm_ring_min_bytes = env_size("RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES", o.shm_ring_min_bytes);
   o.ring_max_bytes = env_size("RINGFLOW_ALLREDUCE_RING_MAX_BYTES", o.ring_max_bytes);
   if (const char* transport = std::getenv("RINGFLOW_RING_TRANSPORT");
       transport != nullptr && *transport != '\0') {
@@ -147,6 +148,7 @@ void Communicator::set_auto_crossovers(std::size_t ring_min_bytes, std::size_t r
   RF_CHECK(ring_min_bytes <= ring_max_bytes, "allreduce crossovers: ring_min_bytes ",
            ring_min_bytes, " > ring_max_bytes ", ring_max_bytes);
   options_.ring_min_bytes = ring_min_bytes;
+  options_.shm_ring_min_bytes = ring_min_bytes;
   options_.ring_max_bytes = ring_max_bytes;
 }
 

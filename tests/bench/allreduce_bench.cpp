@@ -190,12 +190,13 @@ int main(int argc, char** argv) {
     if (root) {
       std::printf(
           "# allreduce_bench ranks=%d local_ranks=%d op=%s segment_bytes=%zu "
-          "auto_ring_min_bytes=%zu auto_ring_max_bytes=%zu auto_ring_transport=%s iters=%d "
-          "warmup=%d\n",
+          "auto_ring_transport=%s auto_ring_min_bytes=%zu (p2p) %zu (shm) "
+          "auto_ring_max_bytes=%zu iters=%d warmup=%d\n",
           n, comm.local_size(), std::string(rc::to_string(o.op)).c_str(),
-          comm.options().max_segment_bytes, comm.options().ring_min_bytes,
-          comm.options().ring_max_bytes,
-          std::string(rc::to_string(rc::choose_ring_transport(comm))).c_str(), o.iters, o.warmup);
+          comm.options().max_segment_bytes,
+          std::string(rc::to_string(rc::choose_ring_transport(comm))).c_str(),
+          comm.options().ring_min_bytes, comm.options().shm_ring_min_bytes,
+          comm.options().ring_max_bytes, o.iters, o.warmup);
       std::printf(
           "# time: median us per call (slowest rank); algbw, busbw: GB/s; "
           "busbw = algbw * 2(N-1)/N\n");

@@ -95,7 +95,7 @@ bool worth_running(std::size_t count, int n, std::size_t segment_bytes) {
   return (chunk + per_segment - 1) / per_segment <= 300;
 }
 
-const std::size_t kSegmentSizes[] = {4, 12, 1000, 64 << 10, kDefaultMaxSegmentBytes};
+const std::size_t kSegmentSizes[] = {4, 12, 1000, 64 << 10, kDefaultMaxSegmentBytes, 1 << 20};
 
 // Uniform floats in [-1, 1), different on every rank. Every rank can regenerate every
 // rank's input from its seed, so tests can compute exact sums locally.
@@ -519,10 +519,17 @@ TEST(Algorithm, ParseToStringAndAutomaticCrossovers) {
   EXPECT_EQ(choose_algorithm(defaults, 64), Algorithm::mpi);
   EXPECT_EQ(choose_algorithm(defaults, std::size_t{64} << 20),
             many ? Algorithm::ring : Algorithm::mpi);
-  // Every rank on one node (CI): auto takes the shared-memory transport.
+  // Every rank on one node (CI): auto takes the shared-memory transport, and its
+  // own lower crossover.
   EXPECT_EQ(choose_ring_transport(defaults), RingTransport::shm);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultShmRingMinBytes),
+            many ? Algorithm::ring : Algorithm::mpi);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultShmRingMinBytes - 1), Algorithm::mpi);
   defaults.set_ring_transport(RingTransport::p2p);
   EXPECT_EQ(choose_ring_transport(defaults), RingTransport::p2p);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultRingMinBytes),
+            many ? Algorithm::ring : Algorithm::mpi);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultRingMinBytes - 1), Algorithm::mpi);
 }
 
 TEST(Communicator, DuplicatesWorldAndKnowsTheNode) {
@@ -568,11 +575,14 @@ TEST(Communicator, OptionsFromEnvironment) {
   setenv("RINGFLOW_CHECK_COLLECTIVES", "0", 1);
   setenv("RINGFLOW_ALLREDUCE_RING_MIN_BYTES", "77", 1);
   setenv("RINGFLOW_RING_TRANSPORT", "p2p", 1);
+  setenv("RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES", "88", 1);
   CollectiveOptions o = CollectiveOptions::from_env();
   EXPECT_EQ(o.max_segment_bytes, 1234u);
   EXPECT_FALSE(o.check_collectives);
   EXPECT_EQ(o.ring_min_bytes, 77u);
   EXPECT_EQ(o.ring_transport, RingTransport::p2p);
+  EXPECT_EQ(o.shm_ring_min_bytes, 88u);
+  unsetenv("RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES");
   setenv("RINGFLOW_RING_TRANSPORT", "ib", 1);
   try {
     CollectiveOptions::from_env();

@@ -26,7 +26,9 @@ void ring_allreduce(Communicator& comm, std::span<float> data, ReduceOp op = Red
 void mpi_allreduce(Communicator& comm, std::span<float> data, ReduceOp op = ReduceOp::sum);
 
 // The algorithm `automatic` resolves to for a buffer of `bytes` bytes on `comm`
-// (ring or mpi; one rank always gives mpi, which then does nothing).
+// (ring or mpi; one rank always gives mpi, which then does nothing). The lower
+// crossover is the ring transport's (CollectiveOptions::shm_ring_min_bytes or
+// ring_min_bytes).
 Algorithm choose_algorithm(const Communicator& comm, std::size_t bytes);
 
 // The transport the ring uses on `comm`: comm.options().ring_transport, with automatic

@@ -42,24 +42,31 @@ struct ShmRingWindowDeleter {
 
 // Defaults measured with tests/bench/allreduce_bench at 2 ranks on the 2-core CI
 // machine (Open MPI 4.1.4, vader without single-copy):
-// - segment 1 MiB: 128 KiB .. 2 MiB were within noise of each other; 1 MiB was never
-//   worse and slightly better at >= 8 MiB (fewer messages); scratch is 2 segments.
-// - ring from 64 KiB: below it the ring's 2(N-1) messages of rendezvous size lose to
-//   MPI's latency-optimised algorithms (8 KiB: 7.3 us vs 4.5 us); from 64 KiB on the
-//   ring is at least as fast.
+// - segment 256 KiB: the shm ring's best, as its 4 slots then stay in the 1 MiB L2
+//   (busbw at 1 MiB 15.8 vs 13.3 GB/s with 1 MiB segments, at 8 MiB 13.8 vs 9.8);
+//   the p2p ring was within noise of itself from 128 KiB to 2 MiB. The p2p scratch
+//   is 2 segments, the shm window 4 slots of one segment per rank.
+// - ring from 64 KiB over p2p: below it the ring's 2(N-1) messages of rendezvous
+//   size lose to MPI's latency-optimised algorithms (8 KiB: 7.3 us vs 4.5 us); from
+//   64 KiB on the ring is at least as fast.
+// - ring from 4 KiB over shm: a step costs the shm ring a cross-core hand-off, not a
+//   message (64 B: 1.2 us vs MPI's 0.7 us); from 1 KiB to 2 KiB the two are within
+//   15 %, from 4 KiB on the shm ring is 1.7x or more.
 // - no upper crossover: MPI_Allreduce allocates a full-size temporary per call and
 //   collapses at >= 32 MiB, so the ring stays the choice for every larger size.
 // The crossovers are in bytes, measured at N = 2; with more ranks the ring's latency
-// grows with N, so large jobs may want a higher ring_min_bytes (see from_env()).
-inline constexpr std::size_t kDefaultMaxSegmentBytes = std::size_t{1} << 20;
+// grows with N, so large jobs may want higher minimums (see from_env()).
+inline constexpr std::size_t kDefaultMaxSegmentBytes = std::size_t{256} << 10;
 inline constexpr std::size_t kDefaultRingMinBytes = std::size_t{64} << 10;
+inline constexpr std::size_t kDefaultShmRingMinBytes = std::size_t{4} << 10;
 inline constexpr std::size_t kDefaultRingMaxBytes = std::numeric_limits<std::size_t>::max();
 
 // Knobs of a Communicator's collectives. from_env() starts from the defaults and
 // applies these environment variables (every rank must see the same values):
 //   RINGFLOW_RING_SEGMENT_BYTES      max_segment_bytes (hidden knob for tests/tuning)
 //   RINGFLOW_CHECK_COLLECTIVES=0|1   check_collectives
-//   RINGFLOW_ALLREDUCE_RING_MIN_BYTES, RINGFLOW_ALLREDUCE_RING_MAX_BYTES  crossovers
+//   RINGFLOW_ALLREDUCE_RING_MIN_BYTES, RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES,
+//   RINGFLOW_ALLREDUCE_RING_MAX_BYTES  crossovers
 //   RINGFLOW_RING_TRANSPORT=auto|shm|p2p  ring_transport (hidden knob for tests/benchmarks)
 struct CollectiveOptions {
   // Upper bound on one ring segment (one message, or one slot of the shared-memory
@@ -74,9 +81,11 @@ struct CollectiveOptions {
 #else
   bool check_collectives = true;
 #endif
-  // Algorithm::automatic uses the ring for buffers of [ring_min_bytes,
-  // ring_max_bytes) bytes and MPI_Allreduce otherwise.
+  // Algorithm::automatic uses the ring for buffers of [min, ring_max_bytes) bytes and
+  // MPI_Allreduce otherwise, where min is shm_ring_min_bytes if the ring's transport
+  // is shm and ring_min_bytes if it is p2p.
   std::size_t ring_min_bytes = kDefaultRingMinBytes;
+  std::size_t shm_ring_min_bytes = kDefaultShmRingMinBytes;
   std::size_t ring_max_bytes = kDefaultRingMaxBytes;
   // How the ring moves segments (see RingTransport): automatic takes the shared-memory
   // window when every rank is on one node. Forcing shm or p2p is for tests and the
@@ -118,6 +127,7 @@ class Communicator {
   // benchmark tune the segment size. bytes >= sizeof(float).
   void set_max_segment_bytes(std::size_t bytes);
   void set_check_collectives(bool on) { options_.check_collectives = on; }
+  // Sets both transports' lower crossover to ring_min_bytes.
   void set_auto_crossovers(std::size_t ring_min_bytes, std::size_t ring_max_bytes);
   // Hidden knob: forces the ring's transport (tests, benchmark). Every rank must set
   // the same; the collective check compares the resolved transport.
