@@ -1,17 +1,24 @@
 // Ring allreduce: reduce-scatter, then allgather, around the ring of N ranks.
 //
+// Two transports move its segments (choose_ring_transport): this file's pipeline of
+// MPI point-to-point messages (p2p), for any communicator, and, when every rank is on
+// one node, a shared-memory window (ring_shm.cpp), which the same MPI path cannot
+// match there: vader copies each message twice. Both walk the chunks, segments and
+// steps defined here (ring_plan.h) and add in the same order: bitwise the same result.
+//
 // Words (used as such in the code below):
 //   chunk    The buffer of `count` floats is cut into N chunks, one per rank, of
 //            count/N floats each (the first count % N chunks take one float more, so
 //            any length works, including fewer floats than ranks: empty chunks).
 //   segment  Each chunk is cut into the same number of segments of at most
-//            max_segment_bytes. A segment is one MPI message; segments are what
-//            flows around the ring and what the scratch memory holds.
+//            max_segment_bytes. A segment is one MPI message (one slot over shm);
+//            segments are what flows around the ring and what the scratch memory holds.
 //   step     One of the 2(N-1) hops of the ring. In every step, rank r sends one chunk
 //            to its right neighbour r+1 and receives one chunk from its left
 //            neighbour r-1 (indices mod N), segment by segment.
 //   item     One (step, segment) pair, numbered item = step * segments + segment; the
-//            pipeline below runs over items in order.
+//            pipeline below runs over items in order (ring_shm.cpp numbers them
+//            segment-major, for its own reasons).
 //
 // Reduce-scatter, steps s = 0 .. N-2: rank r sends chunk r-s and receives chunk
 // r-s-1, which it adds into its own copy. The chunk it sends in step s is the one it
@@ -39,7 +46,7 @@
 // Average divides the completed chunk by N once, on its owner, in the last
 // reduce-scatter step (post-scaling fused into the reduction, no extra pass).
 //
-// Scratch: kSegmentsInFlight segments, owned by the Communicator, allocated once.
+// Scratch (p2p): kSegmentsInFlight segments, owned by the Communicator, allocated once.
 #include <mpi.h>
 
 #include <algorithm>
