@@ -102,7 +102,7 @@ constexpr std::size_t kPublishedOffset = 0;
 constexpr std::size_t kConsumedOffset = kCounterStride;
 constexpr std::size_t kSlotsOffset = 2 * kCounterStride;
 constexpr std::size_t kCacheLine = 64;
-// Polls with a pause before a waiting rank starts yielding its core (some microseconds).
+// Polls with a pause before a waiting rank starts yielding its core (~10 us on the CI VM).
 constexpr int kSpinPolls = 512;
 
 std::atomic_ref<std::uint64_t> counter(std::byte* part, std::size_t offset) {
