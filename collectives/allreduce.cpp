@@ -45,6 +45,25 @@ std::string_view to_string(Algorithm algorithm) {
   return "unknown";
 }
 
+RingTransport parse_ring_transport(std::string_view text) {
+  if (text == "auto") return RingTransport::automatic;
+  if (text == "shm") return RingTransport::shm;
+  if (text == "p2p") return RingTransport::p2p;
+  RF_THROW(InvalidArgument, "unknown ring transport '", text, "' — expected auto, shm or p2p");
+}
+
+std::string_view to_string(RingTransport transport) {
+  switch (transport) {
+    case RingTransport::automatic:
+      return "auto";
+    case RingTransport::shm:
+      return "shm";
+    case RingTransport::p2p:
+      return "p2p";
+  }
+  return "unknown";
+}
+
 namespace detail {
 
 void mpi_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp op) {
@@ -79,19 +98,38 @@ void mpi_allreduce(Communicator& comm, std::span<float> data, ReduceOp op) {
 Algorithm choose_algorithm(const Communicator& comm, std::size_t bytes) {
   if (comm.size() == 1) return Algorithm::mpi;
   const CollectiveOptions& o = comm.options();
-  return bytes >= o.ring_min_bytes && bytes < o.ring_max_bytes ? Algorithm::ring : Algorithm::mpi;
+  const std::size_t ring_min_bytes =
+      choose_ring_transport(comm) == RingTransport::shm ? o.shm_ring_min_bytes : o.ring_min_bytes;
+  return bytes >= ring_min_bytes && bytes < o.ring_max_bytes ? Algorithm::ring : Algorithm::mpi;
+}
+
+RingTransport choose_ring_transport(const Communicator& comm) {
+  const bool one_node = comm.local_size() == comm.size();
+  switch (comm.options().ring_transport) {
+    case RingTransport::p2p:
+      return RingTransport::p2p;
+    case RingTransport::shm:
+      RF_CHECK(one_node,
+               "ring transport shm needs every rank of the communicator on one node, but ",
+               comm.local_size(), " of its ", comm.size(),
+               " ranks share this node's memory — use ring transport auto or p2p "
+               "(RINGFLOW_RING_TRANSPORT)");
+      return RingTransport::shm;
+    case RingTransport::automatic:
+      break;
+  }
+  return one_node ? RingTransport::shm : RingTransport::p2p;
 }
 
 void allreduce(Communicator& comm, std::span<float> data, ReduceOp op, Algorithm algorithm) {
   if (algorithm == Algorithm::automatic) algorithm = choose_algorithm(comm, data.size_bytes());
-  const std::int64_t segment_bytes =
-      algorithm == Algorithm::ring ? static_cast<std::int64_t>(comm.options().max_segment_bytes)
-                                   : 0;
-  detail::check_call(comm, {detail::CallKind::allreduce, data.size(), static_cast<std::int64_t>(op),
-                            static_cast<std::int64_t>(algorithm), segment_bytes});
   if (algorithm == Algorithm::ring) {
-    detail::ring_allreduce_unchecked(comm, data, op);
+    const RingTransport transport = choose_ring_transport(comm);
+    detail::check_call(comm, detail::ring_signature(comm, data.size(), op, transport));
+    detail::ring_allreduce_unchecked(comm, data, op, transport);
   } else {
+    detail::check_call(comm, {detail::CallKind::allreduce, data.size(),
+                              static_cast<std::int64_t>(op), static_cast<std::int64_t>(algorithm)});
     detail::mpi_allreduce_unchecked(comm, data, op);
   }
 }

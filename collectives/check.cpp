@@ -9,9 +9,9 @@
 namespace ringflow::collectives::detail {
 namespace {
 
-constexpr int kFields = 5;
+constexpr int kFields = 6;
 
-// "allreduce of 10 floats (sum, ring)"
+// "allreduce of 10 floats (sum, ring over shm, 4096-byte segments)"
 std::string describe(const std::int64_t* f) {
   std::ostringstream os;
   const auto kind = static_cast<CallKind>(f[0]);
@@ -37,6 +37,8 @@ std::string describe(const std::int64_t* f) {
   if (kind == CallKind::allreduce) {
     os << " (" << to_string(static_cast<ReduceOp>(f[2])) << ", "
        << to_string(static_cast<Algorithm>(f[3]));
+    if (static_cast<Algorithm>(f[3]) == Algorithm::ring)
+      os << " over " << to_string(static_cast<RingTransport>(f[5]));
     if (f[4] != 0) os << ", " << f[4] << "-byte segments";
     os << ")";
   } else if (kind == CallKind::broadcast_floats || kind == CallKind::broadcast_bytes) {
@@ -50,8 +52,11 @@ std::string describe(const std::int64_t* f) {
 void check_call(Communicator& comm, const CallSignature& mine) {
   if (!comm.options().check_collectives || comm.size() == 1) return;
   const std::int64_t fields[kFields] = {static_cast<std::int64_t>(mine.kind),
-                                        static_cast<std::int64_t>(mine.length), mine.param,
-                                        mine.algorithm, mine.segment_bytes};
+                                        static_cast<std::int64_t>(mine.length),
+                                        mine.param,
+                                        mine.algorithm,
+                                        mine.segment_bytes,
+                                        mine.transport};
   std::vector<std::int64_t> all(static_cast<std::size_t>(kFields) * comm.size());
   RF_MPI_CHECK(
       MPI_Allgather(fields, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, comm.handle()));

@@ -27,6 +27,9 @@ struct CallSignature {
   // ring: max_segment_bytes (ranks that cut segments differently would exchange
   // messages of different sizes); else 0.
   std::int64_t segment_bytes = 0;
+  // ring: the resolved RingTransport (ranks on different transports would never
+  // meet); else 0.
+  std::int64_t transport = 0;
 };
 
 // If comm.options().check_collectives: allgathers every rank's signature and, if

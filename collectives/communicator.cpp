@@ -58,7 +58,17 @@ CollectiveOptions CollectiveOptions::from_env() {
            sizeof(float));
   o.check_collectives = env_bool("RINGFLOW_CHECK_COLLECTIVES", o.check_collectives);
   o.ring_min_bytes = env_size("RINGFLOW_ALLREDUCE_RING_MIN_BYTES", o.ring_min_bytes);
+  o.shm_ring_min_bytes = env_size("RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES", o.shm_ring_min_bytes);
   o.ring_max_bytes = env_size("RINGFLOW_ALLREDUCE_RING_MAX_BYTES", o.ring_max_bytes);
+  if (const char* transport = std::getenv("RINGFLOW_RING_TRANSPORT");
+      transport != nullptr && *transport != '\0') {
+    try {
+      o.ring_transport = parse_ring_transport(transport);
+    } catch (const InvalidArgument&) {
+      RF_THROW(InvalidArgument, "environment variable RINGFLOW_RING_TRANSPORT='", transport,
+               "' must be auto, shm or p2p");
+    }
+  }
   return o;
 }
 
@@ -84,6 +94,7 @@ Communicator::Communicator(MPI_Comm parent, CollectiveOptions options) : options
 }
 
 Communicator::~Communicator() {
+  shm_window_.reset();  // before the communicator it was allocated on
   if (comm_ == MPI_COMM_NULL) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -101,7 +112,9 @@ Communicator::Communicator(Communicator&& other) noexcept
       scratch_floats_(std::exchange(other.scratch_floats_, 0)),
       scratch_allocations_(other.scratch_allocations_),
       bytes_sent_(other.bytes_sent_),
-      bytes_received_(other.bytes_received_) {}
+      bytes_received_(other.bytes_received_),
+      shm_window_(std::move(other.shm_window_)),
+      shm_window_allocations_(other.shm_window_allocations_) {}
 
 Communicator& Communicator::operator=(Communicator&& other) noexcept {
   if (this != &other) {
@@ -117,6 +130,8 @@ Communicator& Communicator::operator=(Communicator&& other) noexcept {
     scratch_allocations_ = other.scratch_allocations_;
     bytes_sent_ = other.bytes_sent_;
     bytes_received_ = other.bytes_received_;
+    shm_window_ = std::move(other.shm_window_);
+    shm_window_allocations_ = other.shm_window_allocations_;
   }
   return *this;
 }
@@ -133,6 +148,7 @@ void Communicator::set_auto_crossovers(std::size_t ring_min_bytes, std::size_t r
   RF_CHECK(ring_min_bytes <= ring_max_bytes, "allreduce crossovers: ring_min_bytes ",
            ring_min_bytes, " > ring_max_bytes ", ring_max_bytes);
   options_.ring_min_bytes = ring_min_bytes;
+  options_.shm_ring_min_bytes = ring_min_bytes;
   options_.ring_max_bytes = ring_max_bytes;
 }
 

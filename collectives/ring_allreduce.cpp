@@ -1,17 +1,24 @@
 // Ring allreduce: reduce-scatter, then allgather, around the ring of N ranks.
 //
+// Two transports move its segments (choose_ring_transport): this file's pipeline of
+// MPI point-to-point messages (p2p), for any communicator, and, when every rank is on
+// one node, a shared-memory window (ring_shm.cpp), which the same MPI path cannot
+// match there: vader copies each message twice. Both walk the chunks, segments and
+// steps defined here (ring_plan.h) and add in the same order: bitwise the same result.
+//
 // Words (used as such in the code below):
 //   chunk    The buffer of `count` floats is cut into N chunks, one per rank, of
 //            count/N floats each (the first count % N chunks take one float more, so
 //            any length works, including fewer floats than ranks: empty chunks).
 //   segment  Each chunk is cut into the same number of segments of at most
-//            max_segment_bytes. A segment is one MPI message; segments are what
-//            flows around the ring and what the scratch memory holds.
+//            max_segment_bytes. A segment is one MPI message (one slot over shm);
+//            segments are what flows around the ring and what the scratch memory holds.
 //   step     One of the 2(N-1) hops of the ring. In every step, rank r sends one chunk
 //            to its right neighbour r+1 and receives one chunk from its left
 //            neighbour r-1 (indices mod N), segment by segment.
 //   item     One (step, segment) pair, numbered item = step * segments + segment; the
-//            pipeline below runs over items in order.
+//            pipeline below runs over items in order (ring_shm.cpp numbers them
+//            segment-major, for its own reasons).
 //
 // Reduce-scatter, steps s = 0 .. N-2: rank r sends chunk r-s and receives chunk
 // r-s-1, which it adds into its own copy. The chunk it sends in step s is the one it
@@ -39,7 +46,7 @@
 // Average divides the completed chunk by N once, on its owner, in the last
 // reduce-scatter step (post-scaling fused into the reduction, no extra pass).
 //
-// Scratch: kSegmentsInFlight segments, owned by the Communicator, allocated once.
+// Scratch (p2p): kSegmentsInFlight segments, owned by the Communicator, allocated once.
 #include <mpi.h>
 
 #include <algorithm>
@@ -50,10 +57,14 @@
 
 #include "allreduce_impl.h"
 #include "check.h"
+#include "ring_plan.h"
 #include "ringflow/collectives/allreduce.h"
 
 namespace ringflow::collectives {
 namespace {
+
+using detail::Range;
+using detail::RingPlan;
 
 // Receives posted ahead, and scratch slots: one segment being reduced while the next
 // one is in transfer.
@@ -66,65 +77,30 @@ constexpr int kSendSlots = 4;
 // communicator and tag in order, and both sides walk the items in the same order.
 constexpr int kRingTag = 17;
 
-// A range [offset, offset + count) of floats of the buffer.
-struct Range {
-  std::size_t offset;
-  std::size_t count;
-};
-
-// Part `index` of `parts` near-equal parts of `whole`: the first whole.count % parts
-// parts get one float more. Used for chunks (of the buffer) and segments (of a chunk).
-Range part_of(Range whole, std::size_t parts, std::size_t index) {
-  const std::size_t base = whole.count / parts;
-  const std::size_t extra = whole.count % parts;
-  return {whole.offset + index * base + std::min(index, extra), base + (index < extra ? 1 : 0)};
-}
-
 constexpr std::size_t kSlotAlignFloats = 16;
-
-std::size_t round_up(std::size_t x, std::size_t multiple) {
-  return (x + multiple - 1) / multiple * multiple;
-}
-
-int mod(std::int64_t a, int n) {
-  return static_cast<int>(((a % n) + n) % n);
-}
-
-// own += incoming, elementwise; plain loop so GCC vectorises it.
-void reduce_segment(float* __restrict own, const float* __restrict incoming, std::size_t count) {
-  for (std::size_t i = 0; i < count; ++i) own[i] += incoming[i];
-}
-
-// own = (own + incoming) / divisor: the last reduce-scatter step of an average.
-// Division (not multiplication by 1/N) keeps the result equal to sum / N exactly.
-void reduce_segment_scaled(float* __restrict own, const float* __restrict incoming,
-                           std::size_t count, float divisor) {
-  for (std::size_t i = 0; i < count; ++i) own[i] = (own[i] + incoming[i]) / divisor;
-}
 
 class RingPipeline {
  public:
   RingPipeline(Communicator& comm, std::span<float> data, ReduceOp op)
       : comm_(comm),
+        plan_(comm.size(), comm.rank(), data.size(), comm.options().max_segment_bytes),
         data_(data.data()),
-        count_(data.size()),
         n_(comm.size()),
-        rank_(comm.rank()),
-        left_(mod(comm.rank() - 1, comm.size())),
-        right_(mod(comm.rank() + 1, comm.size())),
+        segments_(static_cast<std::int64_t>(plan_.segments())),
+        items_(plan_.items()),
         mpi_comm_(comm.handle()),
         average_(op == ReduceOp::average) {
     const std::size_t max_segment_floats =
         std::max<std::size_t>(1, comm.options().max_segment_bytes / sizeof(float));
-    const std::size_t max_chunk = (count_ + n_ - 1) / n_;
-    segments_ = (max_chunk + max_segment_floats - 1) / max_segment_floats;
+    const std::size_t max_chunk = (data.size() + n_ - 1) / n_;
     // Slots start on cache lines (16 floats) so the reduction's loads of them are aligned.
-    slot_floats_ = round_up((max_chunk + segments_ - 1) / segments_, kSlotAlignFloats);
+    slot_floats_ =
+        detail::round_up((max_chunk + plan_.segments() - 1) / plan_.segments(), kSlotAlignFloats);
     // Always ask for the full-size scratch, so it is allocated once per segment size
     // and never grows with the buffer.
     scratch_ =
-        comm.scratch(kSegmentsInFlight * round_up(max_segment_floats, kSlotAlignFloats)).data();
-    items_ = static_cast<std::int64_t>(2 * (n_ - 1)) * static_cast<std::int64_t>(segments_);
+        comm.scratch(kSegmentsInFlight * detail::round_up(max_segment_floats, kSlotAlignFloats))
+            .data();
     recv_requests_.fill(MPI_REQUEST_NULL);
     send_requests_.fill(MPI_REQUEST_NULL);
   }
@@ -133,16 +109,16 @@ class RingPipeline {
     post_ahead(0);
     for (std::int64_t item = 0; item < items_; ++item) {
       RF_MPI_CHECK(MPI_Wait(&recv_requests_[item % kSegmentsInFlight], MPI_STATUS_IGNORE));
-      const std::int64_t step = item / static_cast<std::int64_t>(segments_);
-      if (step < n_ - 1) {
+      const std::int64_t step = plan_.step_of(item);
+      if (plan_.reduce_scatter(step)) {
         // Reduce-scatter: add the incoming segment (in a scratch slot) into ours.
-        const Range segment = recv_segment(item);
+        const Range segment = plan_.recv_segment(item);
         const float* incoming = slot(item);
-        if (average_ && step == n_ - 2) {
-          reduce_segment_scaled(data_ + segment.offset, incoming, segment.count,
-                                static_cast<float>(n_));
+        if (average_ && plan_.last_reduce_scatter(step)) {
+          detail::reduce_into_scaled(data_ + segment.offset, incoming, segment.count,
+                                     static_cast<float>(n_));
         } else {
-          reduce_segment(data_ + segment.offset, incoming, segment.count);
+          detail::reduce_into(data_ + segment.offset, incoming, segment.count);
         }
       }
       post_ahead(item + 1);
@@ -151,23 +127,6 @@ class RingPipeline {
   }
 
  private:
-  // Chunk rank r sends / receives in `step`; see the opening comment.
-  int send_chunk(std::int64_t step) const {
-    return step < n_ - 1 ? mod(rank_ - step, n_) : mod(rank_ + 1 - (step - (n_ - 1)), n_);
-  }
-  int recv_chunk(std::int64_t step) const {
-    return step < n_ - 1 ? mod(rank_ - step - 1, n_) : mod(rank_ - (step - (n_ - 1)), n_);
-  }
-  Range segment_of_chunk(int chunk, std::size_t segment) const {
-    const Range whole = part_of({0, count_}, static_cast<std::size_t>(n_), chunk);
-    return part_of(whole, segments_, segment);
-  }
-  Range send_segment(std::int64_t item) const {
-    return segment_of_chunk(send_chunk(item / segments_), item % segments_);
-  }
-  Range recv_segment(std::int64_t item) const {
-    return segment_of_chunk(recv_chunk(item / segments_), item % segments_);
-  }
   float* slot(std::int64_t item) const {
     return scratch_ + (item % kSegmentsInFlight) * slot_floats_;
   }
@@ -177,7 +136,7 @@ class RingPipeline {
   // Sends go first: an allgather receive may have to wait for an older send.
   void post_ahead(std::int64_t done) {
     // The send of item i carries the segment that item i - segments completed.
-    const std::int64_t ready = done + static_cast<std::int64_t>(segments_);
+    const std::int64_t ready = done + segments_;
     while (send_posted_ < items_ && send_posted_ < ready && send_posted_ < done + kSendsAhead) {
       post_send(send_posted_++);
     }
@@ -187,14 +146,13 @@ class RingPipeline {
   }
 
   void post_recv(std::int64_t item) {
-    const std::int64_t step = item / static_cast<std::int64_t>(segments_);
-    const Range segment = recv_segment(item);
+    const Range segment = plan_.recv_segment(item);
     MPI_Request& request = recv_requests_[item % kSegmentsInFlight];
     float* target = slot(item);
-    if (step >= n_ - 1) {
+    if (!plan_.reduce_scatter(plan_.step_of(item))) {
       // Allgather receives straight into the buffer, over the segment this rank sent
       // in reduce-scatter step t (item - (N-1) * segments): that send must be done.
-      const std::int64_t sent = item - static_cast<std::int64_t>(n_ - 1) * segments_;
+      const std::int64_t sent = item - (n_ - 1) * segments_;
       // Holds because (N-1) * segments + min(segments, kSendsAhead) >= kSegmentsInFlight.
       RF_CHECK_AS(InternalError, sent < send_posted_, "ring allreduce: item ", item,
                   " would overwrite the segment of send ", sent, " before it was posted");
@@ -202,17 +160,17 @@ class RingPipeline {
       target = data_ + segment.offset;
     }
     if (segment.count == 0) return;  // both sides skip empty segments (request stays null)
-    RF_MPI_CHECK(MPI_Irecv(target, static_cast<int>(segment.count), MPI_FLOAT, left_, kRingTag,
-                           mpi_comm_, &request));
+    RF_MPI_CHECK(MPI_Irecv(target, static_cast<int>(segment.count), MPI_FLOAT, plan_.left(),
+                           kRingTag, mpi_comm_, &request));
     comm_.add_traffic(0, static_cast<std::int64_t>(segment.count * sizeof(float)));
   }
 
   void post_send(std::int64_t item) {
     wait_sends_through(item - kSendSlots);  // frees this item's request slot
-    const Range segment = send_segment(item);
+    const Range segment = plan_.send_segment(item);
     if (segment.count == 0) return;
     RF_MPI_CHECK(MPI_Isend(data_ + segment.offset, static_cast<int>(segment.count), MPI_FLOAT,
-                           right_, kRingTag, mpi_comm_, &send_requests_[item % kSendSlots]));
+                           plan_.right(), kRingTag, mpi_comm_, &send_requests_[item % kSendSlots]));
     comm_.add_traffic(static_cast<std::int64_t>(segment.count * sizeof(float)), 0);
   }
 
@@ -224,18 +182,15 @@ class RingPipeline {
   }
 
   Communicator& comm_;
+  RingPlan plan_;
   float* data_;
-  std::size_t count_;
   int n_;
-  int rank_;
-  int left_;
-  int right_;
+  std::int64_t segments_;  // per chunk
+  std::int64_t items_;
   MPI_Comm mpi_comm_;
   bool average_;
-  std::size_t segments_ = 1;  // per chunk
   std::size_t slot_floats_ = 1;
   float* scratch_ = nullptr;
-  std::int64_t items_ = 0;
   std::int64_t recv_posted_ = 0;
   std::int64_t send_posted_ = 0;
   std::int64_t sends_done_ = 0;
@@ -247,19 +202,33 @@ class RingPipeline {
 
 namespace detail {
 
-void ring_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp op) {
+void ring_allreduce_unchecked(Communicator& comm, std::span<float> data, ReduceOp op,
+                              RingTransport transport) {
   // One rank: the sum is the buffer and the average divides by 1: nothing to do.
   if (comm.size() == 1 || data.empty()) return;
-  RingPipeline(comm, data, op).run();
+  if (transport == RingTransport::shm) {
+    shm_ring_allreduce(comm, data, op);
+  } else {
+    RingPipeline(comm, data, op).run();
+  }
+}
+
+CallSignature ring_signature(const Communicator& comm, std::size_t count, ReduceOp op,
+                             RingTransport transport) {
+  return {CallKind::allreduce,
+          count,
+          static_cast<std::int64_t>(op),
+          static_cast<std::int64_t>(Algorithm::ring),
+          static_cast<std::int64_t>(comm.options().max_segment_bytes),
+          static_cast<std::int64_t>(transport)};
 }
 
 }  // namespace detail
 
 void ring_allreduce(Communicator& comm, std::span<float> data, ReduceOp op) {
-  detail::check_call(comm, {detail::CallKind::allreduce, data.size(), static_cast<std::int64_t>(op),
-                            static_cast<std::int64_t>(Algorithm::ring),
-                            static_cast<std::int64_t>(comm.options().max_segment_bytes)});
-  detail::ring_allreduce_unchecked(comm, data, op);
+  const RingTransport transport = choose_ring_transport(comm);
+  detail::check_call(comm, detail::ring_signature(comm, data.size(), op, transport));
+  detail::ring_allreduce_unchecked(comm, data, op, transport);
 }
 
 }  // namespace ringflow::collectives

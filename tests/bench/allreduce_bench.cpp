@@ -1,4 +1,5 @@
-// allreduce_bench: ring vs MPI_Allreduce vs auto, side by side, as TSV.
+// allreduce_bench: the ring over shared memory, the ring over MPI point-to-point,
+// MPI_Allreduce and auto, side by side, as TSV.
 //
 //   mpirun -np N allreduce_bench [--min-bytes 4K] [--max-bytes 64M] [--iters 20]
 //                                [--warmup 3] [--segment-bytes B] [--op sum|average]
@@ -8,7 +9,11 @@
 // time and busbw = algbw * 2(N-1)/N (the nccl-tests definition: the bandwidth each
 // rank's link must sustain, comparable across N). Before the table, one line with
 // this machine's memcpy bandwidth (every rank copying at once) as the physical
-// reference. Measures only: it never fails on time, only on a wrong result.
+// reference; after each size, busbw ratios against mpi. ring_shm forces the
+// shared-memory transport and ring_p2p the point-to-point one (CollectiveOptions::
+// ring_transport); auto is what the trainer gets: the ring on its automatic transport
+// or MPI_Allreduce, per choose_algorithm. When the ranks span nodes there is no shm
+// column value (nan). Measures only: it never fails on time, only on a wrong result.
 #include <mpi.h>
 
 #include <algorithm>
@@ -16,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -99,40 +105,57 @@ double max_over_ranks(rc::Communicator& comm, double seconds) {
   return slowest;
 }
 
-constexpr rc::Algorithm kAlgorithms[] = {rc::Algorithm::ring, rc::Algorithm::mpi,
-                                         rc::Algorithm::automatic};
-constexpr int kNumAlgorithms = 3;
+// The columns: an algorithm on a ring transport.
+struct Variant {
+  const char* name;
+  rc::Algorithm algorithm;
+  rc::RingTransport transport;
+};
+constexpr Variant kVariants[] = {
+    {"ring_shm", rc::Algorithm::ring, rc::RingTransport::shm},
+    {"ring_p2p", rc::Algorithm::ring, rc::RingTransport::p2p},
+    {"mpi", rc::Algorithm::mpi, rc::RingTransport::automatic},
+    {"auto", rc::Algorithm::automatic, rc::RingTransport::automatic},
+};
+constexpr int kNumVariants = 4;
+constexpr int kMpiColumn = 2;
 
-// Median seconds per call of each algorithm at one size. The algorithms take turns
-// within every iteration, so background noise hits them alike. The buffer is
-// refilled before every call (untimed), as a fresh gradient buffer would be; the first
-// result is checked so the benchmark cannot silently measure a broken algorithm.
-std::array<double, kNumAlgorithms> time_allreduce(rc::Communicator& comm,
-                                                  std::vector<float>& buffer, std::size_t count,
-                                                  const Options& o) {
+// Median seconds per call of each variant at one size (NaN for a variant this job
+// cannot run). The variants take turns within every iteration, so background noise
+// hits them alike. The buffer is refilled before every call (untimed), as a fresh
+// gradient buffer would be; the first result is checked so the benchmark cannot
+// silently measure a broken algorithm.
+std::array<double, kNumVariants> time_allreduce(rc::Communicator& comm, std::vector<float>& buffer,
+                                                std::size_t count, const Options& o) {
   std::span<float> data(buffer.data(), count);
   const float expected = o.op == rc::ReduceOp::sum ? static_cast<float>(comm.size()) : 1.0f;
-  std::array<std::vector<double>, kNumAlgorithms> samples;
+  const bool one_node = comm.local_size() == comm.size();
+  std::array<std::vector<double>, kNumVariants> samples;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
-    for (int a = 0; a < kNumAlgorithms; ++a) {
+    for (int a = 0; a < kNumVariants; ++a) {
+      const Variant& v = kVariants[a];
+      if (v.transport == rc::RingTransport::shm && !one_node) continue;
+      comm.set_ring_transport(v.transport);
       std::fill(data.begin(), data.end(), 1.0f);
       rc::barrier(comm);
       const double start = MPI_Wtime();
-      rc::allreduce(comm, data, o.op, kAlgorithms[a]);
+      rc::allreduce(comm, data, o.op, v.algorithm);
       const double seconds = max_over_ranks(comm, MPI_Wtime() - start);
       if (i == 0 &&
           !std::all_of(data.begin(), data.end(), [&](float x) { return x == expected; })) {
         rc::abort_job(comm,
-                      "allreduce_bench: wrong result from " +
-                          std::string(rc::to_string(kAlgorithms[a])) + " at " +
+                      "allreduce_bench: wrong result from " + std::string(v.name) + " at " +
                           std::to_string(count * sizeof(float)) + " bytes",
                       "run the collectives_test MPI tests to find the bug");
       }
       if (i >= o.warmup) samples[a].push_back(seconds);
     }
   }
-  std::array<double, kNumAlgorithms> medians{};
-  for (int a = 0; a < kNumAlgorithms; ++a) medians[a] = median(samples[a]);
+  comm.set_ring_transport(rc::RingTransport::automatic);
+  std::array<double, kNumVariants> medians{};
+  for (int a = 0; a < kNumVariants; ++a) {
+    medians[a] = samples[a].empty() ? std::numeric_limits<double>::quiet_NaN() : median(samples[a]);
+  }
   return medians;
 }
 
@@ -167,9 +190,12 @@ int main(int argc, char** argv) {
     if (root) {
       std::printf(
           "# allreduce_bench ranks=%d local_ranks=%d op=%s segment_bytes=%zu "
-          "auto_ring_min_bytes=%zu auto_ring_max_bytes=%zu iters=%d warmup=%d\n",
+          "auto_ring_transport=%s auto_ring_min_bytes=%zu (p2p) %zu (shm) "
+          "auto_ring_max_bytes=%zu iters=%d warmup=%d\n",
           n, comm.local_size(), std::string(rc::to_string(o.op)).c_str(),
-          comm.options().max_segment_bytes, comm.options().ring_min_bytes,
+          comm.options().max_segment_bytes,
+          std::string(rc::to_string(rc::choose_ring_transport(comm))).c_str(),
+          comm.options().ring_min_bytes, comm.options().shm_ring_min_bytes,
           comm.options().ring_max_bytes, o.iters, o.warmup);
       std::printf(
           "# time: median us per call (slowest rank); algbw, busbw: GB/s; "
@@ -180,24 +206,38 @@ int main(int argc, char** argv) {
     if (root) {
       std::printf("memcpy\t%zu\t%.1f\t%.2f\t# bytes, us, GB/s: every rank copying at once\n",
                   o.max_bytes, copy_seconds * 1e6, copy_gbps);
-      std::printf(
-          "bytes\tring_us\tring_algbw\tring_busbw\tmpi_us\tmpi_algbw\tmpi_busbw\tauto_us\t"
-          "auto_algbw\tauto_busbw\tauto_pick\n");
+      std::printf("bytes");
+      for (const Variant& v : kVariants)
+        std::printf("\t%s_us\t%s_algbw\t%s_busbw", v.name, v.name, v.name);
+      std::printf("\tauto_pick");
+      for (const Variant& v : kVariants) {
+        if (v.algorithm != rc::Algorithm::mpi) std::printf("\t%s/mpi", v.name);
+      }
+      std::printf("\n");
     }
     std::vector<float> buffer(o.max_bytes / sizeof(float));
     for (std::size_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 2) {
       const std::size_t count = bytes / sizeof(float);
-      if (root) std::printf("%zu", count * sizeof(float));
-      for (double seconds : time_allreduce(comm, buffer, count, o)) {
-        const double algbw = static_cast<double>(count * sizeof(float)) / seconds / 1e9;
-        if (root) std::printf("\t%.1f\t%.2f\t%.2f", seconds * 1e6, algbw, algbw * bus_factor);
+      const std::array<double, kNumVariants> seconds = time_allreduce(comm, buffer, count, o);
+      if (!root) continue;
+      std::printf("%zu", count * sizeof(float));
+      for (double s : seconds) {
+        const double algbw = static_cast<double>(count * sizeof(float)) / s / 1e9;
+        std::printf("\t%.1f\t%.2f\t%.2f", s * 1e6, algbw, algbw * bus_factor);
       }
-      if (root) {
-        std::printf(
-            "\t%s\n",
-            std::string(rc::to_string(rc::choose_algorithm(comm, count * sizeof(float)))).c_str());
-        std::fflush(stdout);
+      const rc::Algorithm pick = rc::choose_algorithm(comm, count * sizeof(float));
+      const std::string pick_name =
+          pick == rc::Algorithm::ring
+              ? "ring_" + std::string(rc::to_string(rc::choose_ring_transport(comm)))
+              : std::string(rc::to_string(pick));
+      std::printf("\t%s", pick_name.c_str());
+      for (int a = 0; a < kNumVariants; ++a) {
+        // Same bytes, so the busbw ratio is the inverse time ratio.
+        if (kVariants[a].algorithm != rc::Algorithm::mpi)
+          std::printf("\t%.2f", seconds[kMpiColumn] / seconds[a]);
       }
+      std::printf("\n");
+      std::fflush(stdout);
     }
   } catch (const ringflow::Error& e) {
     rc::abort_job(comm, e.describe(), "see allreduce_bench --help");

@@ -38,7 +38,11 @@ TEST(Singleton, EnvironmentAndCollectivesWithoutALauncher) {
     ring_allreduce(comm, data, ReduceOp::average);
     mpi_allreduce(comm, data, ReduceOp::sum);
     EXPECT_EQ(data, input);
-    EXPECT_EQ(comm.scratch_allocations(), 0);  // no communication, no scratch
+    comm.set_ring_transport(RingTransport::shm);
+    ring_allreduce(comm, data, ReduceOp::sum);
+    EXPECT_EQ(data, input);
+    EXPECT_EQ(comm.scratch_allocations(), 0);     // no communication, no scratch
+    EXPECT_EQ(comm.shm_window_allocations(), 0);  // and no shared-memory window
     broadcast(comm, std::span<float>(data), 0);
     EXPECT_EQ(data, input);
     std::vector<float> all(3);

@@ -95,10 +95,36 @@ bool worth_running(std::size_t count, int n, std::size_t segment_bytes) {
   return (chunk + per_segment - 1) / per_segment <= 300;
 }
 
-const std::size_t kSegmentSizes[] = {4, 12, 1000, 64 << 10, kDefaultMaxSegmentBytes};
+const std::size_t kSegmentSizes[] = {4, 12, 1000, 64 << 10, kDefaultMaxSegmentBytes, 1 << 20};
 
-TEST(RingAllreduce, EqualsMpiAllreduceExactlyForIntegerValuedFloats) {
-  Communicator comm = make_comm();
+// Uniform floats in [-1, 1), different on every rank. Every rank can regenerate every
+// rank's input from its seed, so tests can compute exact sums locally.
+std::vector<float> random_input(int rank, std::size_t count) {
+  std::mt19937 gen(1234u + static_cast<unsigned>(rank));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(count);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+// The ring's tests run over both transports (on one node, as in CI, auto picks shm).
+class RingAllreduce : public testing::TestWithParam<RingTransport> {
+ protected:
+  Communicator make_ring_comm() {
+    Communicator comm = make_comm();
+    comm.set_ring_transport(GetParam());
+    return comm;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Transports, RingAllreduce,
+                         testing::Values(RingTransport::p2p, RingTransport::shm),
+                         [](const testing::TestParamInfo<RingTransport>& param) {
+                           return std::string(to_string(param.param));
+                         });
+
+TEST_P(RingAllreduce, EqualsMpiAllreduceExactlyForIntegerValuedFloats) {
+  Communicator comm = make_ring_comm();
   const int n = comm.size();
   for (std::size_t count : interesting_lengths(n)) {
     const std::vector<float> expected = int_sum(n, count);
@@ -119,30 +145,21 @@ TEST(RingAllreduce, EqualsMpiAllreduceExactlyForIntegerValuedFloats) {
   }
 }
 
-TEST(RingAllreduce, MatchesMpiAllreduceWithinToleranceForRandomFloats) {
-  Communicator comm = make_comm();
+TEST_P(RingAllreduce, MatchesMpiAllreduceWithinToleranceForRandomFloats) {
+  Communicator comm = make_ring_comm();
   const int n = comm.size();
-  // Every rank can regenerate every rank's input from its seed, so the exact sum
-  // (in double) and the bound on the rounding error are computed locally.
-  auto input = [](int rank, std::size_t count) {
-    std::mt19937 gen(1234u + static_cast<unsigned>(rank));
-    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::vector<float> v(count);
-    for (float& x : v) x = dist(gen);
-    return v;
-  };
   std::vector<std::size_t> lengths = {static_cast<std::size_t>(n + 1), 7919};
   if (n <= 4) lengths.push_back((std::size_t{1} << 20) + 3);
   for (std::size_t count : lengths) {
     std::vector<double> exact(count, 0.0), magnitude(count, 0.0);
     for (int r = 0; r < n; ++r) {
-      const std::vector<float> x = input(r, count);
+      const std::vector<float> x = random_input(r, count);
       for (std::size_t i = 0; i < count; ++i) {
         exact[i] += x[i];
         magnitude[i] += std::fabs(x[i]);
       }
     }
-    std::vector<float> reference = input(comm.rank(), count);
+    std::vector<float> reference = random_input(comm.rank(), count);
     MPI_Allreduce(MPI_IN_PLACE, reference.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
                   comm.handle());
     for (std::size_t segment_bytes : {std::size_t{1000}, kDefaultMaxSegmentBytes}) {
@@ -150,7 +167,7 @@ TEST(RingAllreduce, MatchesMpiAllreduceWithinToleranceForRandomFloats) {
       SCOPED_TRACE("count " + std::to_string(count) + ", segment " + std::to_string(segment_bytes) +
                    " bytes");
       comm.set_max_segment_bytes(segment_bytes);
-      std::vector<float> data = input(comm.rank(), count);
+      std::vector<float> data = random_input(comm.rank(), count);
       ring_allreduce(comm, data, ReduceOp::sum);
       // Any summation order of N terms errs by at most (N-1) eps sum|x| (first order).
       const double eps = std::numeric_limits<float>::epsilon();
@@ -167,15 +184,15 @@ TEST(RingAllreduce, MatchesMpiAllreduceWithinToleranceForRandomFloats) {
       EXPECT_EQ(bad, 0u);
       EXPECT_TRUE(identical_on_all_ranks(comm, data.data(), data.size() * sizeof(float)));
       // Deterministic: the same inputs give the same bits again.
-      std::vector<float> again = input(comm.rank(), count);
+      std::vector<float> again = random_input(comm.rank(), count);
       ring_allreduce(comm, again, ReduceOp::sum);
       EXPECT_TRUE(same_bits(again, data));
     }
   }
 }
 
-TEST(RingAllreduce, AverageOp) {
-  Communicator comm = make_comm();
+TEST_P(RingAllreduce, AverageOp) {
+  Communicator comm = make_ring_comm();
   const int n = comm.size();
   std::vector<std::size_t> lengths = {1, static_cast<std::size_t>(n + 1), 7919};
   if (n <= 4) lengths.push_back((std::size_t{1} << 20) + 3);
@@ -204,8 +221,8 @@ TEST(RingAllreduce, AverageOp) {
   }
 }
 
-TEST(RingAllreduce, HundredBackToBackCallsOfVaryingLength) {
-  Communicator comm = make_comm();
+TEST_P(RingAllreduce, HundredBackToBackCallsOfVaryingLength) {
+  Communicator comm = make_ring_comm();
   const int n = comm.size();
   comm.set_max_segment_bytes(4096);  // several segments per chunk for most lengths
   const int allocations_before = comm.scratch_allocations();
@@ -226,15 +243,127 @@ TEST(RingAllreduce, HundredBackToBackCallsOfVaryingLength) {
     ASSERT_TRUE(same_bits(data, expected))
         << "call " << call << ", count " << count << ", " << to_string(algorithm);
   }
-  // The ring's scratch is allocated at most once for this segment size, never per call.
+  // The ring's scratch and window are allocated at most once for this segment size,
+  // never per call.
   EXPECT_LE(comm.scratch_allocations() - allocations_before, 1);
+  EXPECT_LE(comm.shm_window_allocations(), 1);
 }
 
-TEST(RingAllreduce, CountsTheBytesTheRingMoves) {
+// The shared-memory transport must give the point-to-point ring's bits exactly (same
+// chunks, same sums in the same order), for every length, segment size and op.
+TEST(ShmRing, BitwiseEqualToP2pRingForRandomFloats) {
+  Communicator comm = make_comm();
+  const int n = comm.size();
+  for (std::size_t count : interesting_lengths(n)) {
+    for (std::size_t segment_bytes : kSegmentSizes) {
+      if (!worth_running(count, n, segment_bytes)) continue;
+      comm.set_max_segment_bytes(segment_bytes);
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::average}) {
+        SCOPED_TRACE("count " + std::to_string(count) + ", segment " +
+                     std::to_string(segment_bytes) + " bytes, " + std::string(to_string(op)));
+        std::vector<float> p2p = random_input(comm.rank(), count);
+        comm.set_ring_transport(RingTransport::p2p);
+        ring_allreduce(comm, p2p, op);
+        std::vector<float> shm = random_input(comm.rank(), count);
+        comm.set_ring_transport(RingTransport::shm);
+        ring_allreduce(comm, shm, op);
+        EXPECT_TRUE(same_bits(shm, p2p));
+        EXPECT_TRUE(identical_on_all_ranks(comm, shm.data(), shm.size() * sizeof(float)));
+      }
+    }
+  }
+}
+
+// Shared-memory rings between broadcasts, allgathers, MPI_Allreduce, point-to-point
+// rings and barriers: the window's counters carry on across calls, whatever runs in
+// between, and tiny segments make every call reuse each slot many times.
+TEST(ShmRing, InterleavesWithOtherCollectives) {
+  Communicator comm = make_comm();
+  const int n = comm.size();
+  std::mt19937 gen(7);  // same seed on every rank: same sequence of lengths
+  std::uniform_int_distribution<std::size_t> length(0, 3000);
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    comm.set_max_segment_bytes(round % 2 == 0 ? 16 : 4096);
+    const std::size_t count = length(gen);
+    const std::vector<float> expected = int_sum(n, count);
+
+    comm.set_ring_transport(RingTransport::shm);
+    std::vector<float> data = int_input(comm.rank(), count);
+    ring_allreduce(comm, data);
+    ASSERT_TRUE(same_bits(data, expected));
+
+    std::vector<float> root_data(count, static_cast<float>(round));
+    if (comm.rank() != 0) std::fill(root_data.begin(), root_data.end(), -1.0f);
+    broadcast(comm, std::span<float>(root_data), 0);
+    EXPECT_EQ(root_data, std::vector<float>(count, static_cast<float>(round)));
+
+    data = int_input(comm.rank(), count);
+    mpi_allreduce(comm, data);
+    EXPECT_TRUE(same_bits(data, expected));
+
+    comm.set_ring_transport(RingTransport::p2p);
+    data = int_input(comm.rank(), count);
+    ring_allreduce(comm, data);
+    EXPECT_TRUE(same_bits(data, expected));
+    comm.set_ring_transport(RingTransport::shm);
+
+    const float mine = static_cast<float>(comm.rank());
+    std::vector<float> all(static_cast<std::size_t>(n));
+    allgather(comm, std::span<const float>(&mine, 1), std::span<float>(all));
+    for (int r = 0; r < n; ++r) EXPECT_EQ(all[static_cast<std::size_t>(r)], static_cast<float>(r));
+
+    data = int_input(comm.rank(), count);
+    allreduce(comm, data, ReduceOp::average, Algorithm::ring);
+    std::vector<float> mean = expected;
+    for (float& x : mean) x /= static_cast<float>(n);
+    EXPECT_TRUE(same_bits(data, mean));
+    barrier(comm);
+  }
+}
+
+// One window per communicator: allocated by the first shm ring call, again only for a
+// larger segment size, kept through a move, never touched by the p2p ring.
+TEST(ShmRing, WindowIsAllocatedOnceAndGrowsOnlyForLargerSegments) {
+  Communicator comm = make_comm();
+  const int n = comm.size();
+  const int windows = n > 1 ? 1 : 0;  // one rank communicates nothing
+  std::vector<float> data = int_input(comm.rank(), 5000);
+  comm.set_ring_transport(RingTransport::p2p);
+  ring_allreduce(comm, data);
+  EXPECT_EQ(comm.shm_window_allocations(), 0);
+  comm.set_ring_transport(RingTransport::shm);
+  comm.set_max_segment_bytes(4096);
+  for (int i = 0; i < 3; ++i) {
+    data = int_input(comm.rank(), 5000);
+    ring_allreduce(comm, data);
+    EXPECT_TRUE(same_bits(data, int_sum(n, 5000)));
+  }
+  EXPECT_EQ(comm.shm_window_allocations(), windows);
+  comm.set_max_segment_bytes(1024);  // smaller segments fit the slots there are
+  ring_allreduce(comm, data);
+  EXPECT_EQ(comm.shm_window_allocations(), windows);
+  comm.set_max_segment_bytes(65536);
+  data = int_input(comm.rank(), 100000);
+  ring_allreduce(comm, data);
+  EXPECT_TRUE(same_bits(data, int_sum(n, 100000)));
+  EXPECT_EQ(comm.shm_window_allocations(), 2 * windows);
+
+  Communicator moved = std::move(comm);
+  data = int_input(moved.rank(), 777);
+  ring_allreduce(moved, data, ReduceOp::average);
+  std::vector<float> mean = int_sum(n, 777);
+  for (float& x : mean) x /= static_cast<float>(n);
+  EXPECT_TRUE(same_bits(data, mean));
+  EXPECT_EQ(moved.shm_window_allocations(), 2 * windows);
+}
+
+TEST_P(RingAllreduce, CountsTheBytesTheRingMoves) {
   // Each rank sends N-1 chunks in reduce-scatter and N-1 in allgather: over
   // all ranks 2(N-1) * bytes each way, and per rank 2(N-1)/N * bytes up to
-  // the chunks' rounding (one float per chunk and step).
-  Communicator comm = make_comm();
+  // the chunks' rounding (one float per chunk and step). Over shm a segment is
+  // sent when it is copied into a slot and received when it is read out of one.
+  Communicator comm = make_ring_comm();
   comm.set_max_segment_bytes(64);  // several segments per chunk
   const int n = comm.size();
   for (std::size_t count : {std::size_t{1}, std::size_t{97}, std::size_t{1000}}) {
@@ -340,6 +469,20 @@ TEST(CollectiveCheck, LengthMismatchIsAnErrorNotAHang) {
   comm.set_max_segment_bytes(odd_one ? 4096 : 8192);
   EXPECT_THROW(ring_allreduce(comm, same), CommError);
   comm.set_max_segment_bytes(4096);
+  // And on the ring's transport (the shm ring never meets a p2p one).
+  comm.set_ring_transport(odd_one ? RingTransport::p2p : RingTransport::shm);
+  try {
+    ring_allreduce(comm, same);
+    ADD_FAILURE() << "no error for mismatched ring transports";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("rank 0 called allreduce of 8 floats (sum, ring over shm"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find(last + "allreduce of 8 floats (sum, ring over p2p"), std::string::npos)
+        << what;
+  }
+  comm.set_ring_transport(RingTransport::automatic);
   // Nothing was sent: the next, matching call works.
   ring_allreduce(comm, same);
   EXPECT_EQ(same, std::vector<float>(8, static_cast<float>(n)));
@@ -357,6 +500,11 @@ TEST(Algorithm, ParseToStringAndAutomaticCrossovers) {
   EXPECT_EQ(parse_reduce_op("average"), ReduceOp::average);
   EXPECT_EQ(to_string(ReduceOp::average), "average");
   EXPECT_THROW(parse_reduce_op("max"), InvalidArgument);
+  for (RingTransport t : {RingTransport::automatic, RingTransport::shm, RingTransport::p2p}) {
+    EXPECT_EQ(parse_ring_transport(to_string(t)), t);
+  }
+  EXPECT_EQ(to_string(RingTransport::automatic), "auto");
+  EXPECT_THROW(parse_ring_transport("tcp"), InvalidArgument);
 
   Communicator comm = make_comm();
   comm.set_auto_crossovers(1000, 5000);
@@ -371,6 +519,17 @@ TEST(Algorithm, ParseToStringAndAutomaticCrossovers) {
   EXPECT_EQ(choose_algorithm(defaults, 64), Algorithm::mpi);
   EXPECT_EQ(choose_algorithm(defaults, std::size_t{64} << 20),
             many ? Algorithm::ring : Algorithm::mpi);
+  // Every rank on one node (CI): auto takes the shared-memory transport, and its
+  // own lower crossover.
+  EXPECT_EQ(choose_ring_transport(defaults), RingTransport::shm);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultShmRingMinBytes),
+            many ? Algorithm::ring : Algorithm::mpi);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultShmRingMinBytes - 1), Algorithm::mpi);
+  defaults.set_ring_transport(RingTransport::p2p);
+  EXPECT_EQ(choose_ring_transport(defaults), RingTransport::p2p);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultRingMinBytes),
+            many ? Algorithm::ring : Algorithm::mpi);
+  EXPECT_EQ(choose_algorithm(defaults, kDefaultRingMinBytes - 1), Algorithm::mpi);
 }
 
 TEST(Communicator, DuplicatesWorldAndKnowsTheNode) {
@@ -415,10 +574,23 @@ TEST(Communicator, OptionsFromEnvironment) {
   setenv("RINGFLOW_RING_SEGMENT_BYTES", "1234", 1);
   setenv("RINGFLOW_CHECK_COLLECTIVES", "0", 1);
   setenv("RINGFLOW_ALLREDUCE_RING_MIN_BYTES", "77", 1);
+  setenv("RINGFLOW_RING_TRANSPORT", "p2p", 1);
+  setenv("RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES", "88", 1);
   CollectiveOptions o = CollectiveOptions::from_env();
   EXPECT_EQ(o.max_segment_bytes, 1234u);
   EXPECT_FALSE(o.check_collectives);
   EXPECT_EQ(o.ring_min_bytes, 77u);
+  EXPECT_EQ(o.ring_transport, RingTransport::p2p);
+  EXPECT_EQ(o.shm_ring_min_bytes, 88u);
+  unsetenv("RINGFLOW_ALLREDUCE_SHM_RING_MIN_BYTES");
+  setenv("RINGFLOW_RING_TRANSPORT", "ib", 1);
+  try {
+    CollectiveOptions::from_env();
+    ADD_FAILURE() << "RINGFLOW_RING_TRANSPORT=ib accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("RINGFLOW_RING_TRANSPORT"), std::string::npos);
+  }
+  unsetenv("RINGFLOW_RING_TRANSPORT");
   setenv("RINGFLOW_RING_SEGMENT_BYTES", "lots", 1);
   EXPECT_THROW(CollectiveOptions::from_env(), InvalidArgument);
   unsetenv("RINGFLOW_RING_SEGMENT_BYTES");
