@@ -121,10 +121,10 @@ constexpr int kNumVariants = 4;
 constexpr int kMpiColumn = 2;
 
 // Median seconds per call of each variant at one size (NaN for a variant this job
-// cannot run). The variants take turns within every iteration, so background noise
-// hits them alike. The buffer is refilled before every call (untimed), as a fresh
-// gradient buffer would be; the first result is checked so the benchmark cannot
-// silently measure a broken algorithm.
+// cannot run). The variants take turns within every iteration, in a rotating
+// order, so background noise and each other's after-effects hit them alike. The buffer is refilled
+// before every call (untimed), as a fresh gradient buffer would be; the first result is checked so
+// the benchmark cannot silently measure a broken algorithm.
 std::array<double, kNumVariants> time_allreduce(rc::Communicator& comm, std::vector<float>& buffer,
                                                 std::size_t count, const Options& o) {
   std::span<float> data(buffer.data(), count);
@@ -132,7 +132,10 @@ std::array<double, kNumVariants> time_allreduce(rc::Communicator& comm, std::vec
   const bool one_node = comm.local_size() == comm.size();
   std::array<std::vector<double>, kNumVariants> samples;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
-    for (int a = 0; a < kNumVariants; ++a) {
+    for (int k = 0; k < kNumVariants; ++k) {
+      // The order rotates, so each variant follows each other one equally
+      // often (MPI's large calls leave caches and page tables cold for the next).
+      const int a = (k + i) % kNumVariants;
       const Variant& v = kVariants[a];
       if (v.transport == rc::RingTransport::shm && !one_node) continue;
       comm.set_ring_transport(v.transport);
