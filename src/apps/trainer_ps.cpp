@@ -150,6 +150,9 @@ int run_ps(const rt::TrainConfig& config, rc::Communicator& comm) {
   } catch (const rt::AgreedError& e) {
     if (rank == 0) std::cerr << "trainer: error: " << e.what() << "\n";
     return kExitFailure;
+  } catch (const std::exception& e) {
+    // Other ranks may be inside the resume broadcast: take the job down.
+    rc::abort_job(comm, e.what(), "the job was stopped on every rank");
   }
   try {
     trainer->run([&](const rt::EpochMetrics& m, const rt::PsEpochExtra& x) {

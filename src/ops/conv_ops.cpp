@@ -202,15 +202,6 @@ void conv2d_kernel(KernelContext& c) {
   const bool fused = c.num_inputs() == 3;
   expect_f32(c, fused ? 3 : 2);
   const Geom g = conv_geom(c);
-  Tensor& y = c.allocate_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
-  if (y.num_elements() == 0) return;
-  if (g.k() == 0) {  // Cin == 0: an empty sum
-    y.fill(0.0f);
-    return;
-  }
-  const float* x = c.input(0).data<float>();
-  const ConstMatrixMap f = as_matrix(c.input(1), g.k(), g.cout);
-  float* py = y.data<float>();
   const float* bias = nullptr;
   bool relu = false;
   if (fused) {
@@ -219,6 +210,16 @@ void conv2d_kernel(KernelContext& c) {
     bias = c.input(2).data<float>();
     relu = c.attrs().get<std::string>("activation") == "relu";
   }
+  Tensor& y = c.allocate_output(0, DType::f32, Shape{g.n, g.oh, g.ow, g.cout});
+  if (y.num_elements() == 0) return;
+  float* py = y.data<float>();
+  if (g.k() == 0) {  // Cin == 0: an empty sum (then the bias and activation)
+    y.fill(0.0f);
+    if (bias) bias_activation(py, g.rows(), g.cout, bias, relu);
+    return;
+  }
+  const float* x = c.input(0).data<float>();
+  const ConstMatrixMap f = as_matrix(c.input(1), g.k(), g.cout);
   const Plan plan = make_plan(g);
   parallel_blocks(c, plan.ngroups * plan.chunks, 1, [&](std::int64_t b0, std::int64_t b1) {
     RowMatrix cols(plan.max_rows, g.k());  // scratch of this task, reused by its chunks

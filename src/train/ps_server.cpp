@@ -28,7 +28,8 @@ PsServer::PsServer(const TrainConfig& config, int shard, std::int64_t steps_per_
   train_op_ = make_optimizer(config_, lr_)->apply_gradients({{grad_, var_}}, "ps/apply");
   session_ = std::make_unique<Session>(graph_, SessionOptions{.num_threads = threads});
   // The slots start from their initialisers (zeros).
-  for (auto& [name, t] : session_->variables()) state_layout_.emplace_back(name, t->num_elements());
+  for (auto& [name, t] : session_->variables())
+    state_layout_.push_back({name, t->shape().rank() == 0});
   Tensor& v = session_->variable(var_);
   if (n > 0) std::memcpy(v.data<float>(), initial.data(), initial.size_bytes());
   grad_feed_ = Tensor::zeros(DType::f32, Shape{n});
@@ -130,8 +131,7 @@ void PsServer::serve(
         break;
       case rc::PsKind::done:
         // A worker stopped by a signal abandons the parameters it pulled last.
-        RF_CHECK_AS(CommError,
-                    outstanding_[wi] < 0 || stop_at_ >= 0 || m.header.flags & rc::kPsStop,
+        RF_CHECK_AS(CommError, outstanding_[wi] < 0 || (m.header.flags & rc::kPsStop),
                     roles.name(m.source), " said DONE with a gradient outstanding");
         outstanding_[wi] = -1;
         done_[wi] = true;

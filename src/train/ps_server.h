@@ -31,18 +31,19 @@ class PsServer {
 
   std::span<const float> values();
   const PsServerStats& stats() const { return stats_; }
-  // ps:0: the stop signal it acted on (0: none); see ps.h.
-  int stop_signal() const { return stop_signal_; }
 
   // The shard's whole state: every variable of the server's graph (the shard,
   // then the optimizer's slots), concatenated in graph order. restore() is the
   // inverse and also sets the version (resume).
   std::vector<float> snapshot();
   void restore(std::span<const float> state, std::int64_t version);
-  // Names and sizes in floats of those variables ("ps/shard", "ps/shard/momentum", ...).
-  const std::vector<std::pair<std::string, std::int64_t>>& state_layout() const {
-    return state_layout_;
-  }
+  // Those variables ("ps/shard", "ps/shard/momentum", ...): shard-sized, or
+  // scalars (Adam's step count adam_t).
+  struct StateVar {
+    std::string name;
+    bool scalar = false;
+  };
+  const std::vector<StateVar>& state_layout() const { return state_layout_; }
 
   // Checkpoints: worker:0 asks every server for a checkpoint after step t; a
   // server takes its snapshot once it has applied t updates (sync) or at once
@@ -88,7 +89,7 @@ class PsServer {
   std::vector<std::int64_t> outstanding_;  // -1: none
   std::deque<Pull> pending_;
   PsServerStats stats_;
-  std::vector<std::pair<std::string, std::int64_t>> state_layout_;
+  std::vector<StateVar> state_layout_;
   std::deque<std::int64_t> checkpoint_requests_;  // steps asked for, not yet snapshot
   struct Collecting {                             // ps:0: a checkpoint's shards so far
     std::vector<std::vector<float>> shards;

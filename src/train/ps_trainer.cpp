@@ -178,7 +178,7 @@ std::vector<EpochMetrics> PsTrainer::run(const EpochFn& on_epoch) {
   // worker:0 asks for the checkpoints (see ps.h).
   const bool asks = !config_.checkpoint_dir.empty() && roles_.worker_index(comm_.rank()) == 0;
   auto last_asked = start;
-  for (int e = first_epoch; e < epochs; ++e) {
+  for (int e = first_epoch; e < epochs && worker_->steps() < total_steps_; ++e) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::int64_t steps =
         std::min<std::int64_t>((e + 1) * spe, total_steps_) - worker_->steps();
@@ -325,20 +325,18 @@ void PsTrainer::write_checkpoint_from(std::int64_t step,
     CheckpointVariable v{
         e.name, e.shape,
         std::vector<float>(static_cast<std::size_t>(Shape(e.shape).num_elements()))};
-    const bool scalar = e.shape.empty();
     for (int p = 0; p < roles_.num_servers(); ++p) {
       // The slot's place in shard p's snapshot: shard-sized variables, scalars.
       std::size_t off = 0;
       std::size_t j = 0;
-      for (; j < state.size() && server_slot(state[j].first) != e.slot; ++j)
-        off += entries_[static_cast<std::size_t>(entry_index(0, server_slot(state[j].first)))]
-                       .shape.empty()
-                   ? 1
-                   : static_cast<std::size_t>(layout_.shard_size(p));
+      for (; j < state.size() && server_slot(state[j].name) != e.slot; ++j)
+        off += state[j].scalar ? 1 : static_cast<std::size_t>(layout_.shard_size(p));
       RF_CHECK_AS(InternalError, j < state.size(), "ps checkpoints: the servers hold no '", e.slot,
                   "' slot");
       const auto& snap = shards[static_cast<std::size_t>(p)];
-      if (scalar) {  // the same on every server (adam_t counts updates)
+      if (state[j].scalar) {
+        // A per-server counter (adam_t): the same on every server in sync
+        // mode; async servers count gradients, and ps:0's count is taken.
         if (p == 0) v.values[0] = snap[off];
         continue;
       }
@@ -390,9 +388,9 @@ void PsTrainer::start() {
     }
     const int p = comm_.rank();
     std::vector<float> state;
-    for (const auto& [name, size] : server_->state_layout()) {
-      const std::string slot = server_slot(name);
-      if (entries_[static_cast<std::size_t>(entry_index(0, slot))].shape.empty()) {
+    for (const auto& sv : server_->state_layout()) {
+      const std::string slot = server_slot(sv.name);
+      if (sv.scalar) {
         state.push_back(r.values[begin[static_cast<std::size_t>(entry_index(0, slot))]]);
         continue;
       }

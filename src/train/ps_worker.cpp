@@ -111,9 +111,13 @@ double PsWorker::step() {
   if (stopped_by_ != 0) return 0.0;  // ps:0 says stop before this step
   std::vector<Output> fetches{model_.loss};
   fetches.insert(fetches.end(), grads_.begin(), grads_.end());
+  const int num_workers = transport_.roles().num_workers();
   const auto out = session_->run(
       fetches,
-      {{model_.x, x_batch_}, {model_.y, y_batch_}, {model_.training, Tensor::scalar(1.0f)}});
+      {{model_.x, x_batch_},
+       {model_.y, y_batch_},
+       {model_.training, Tensor::scalar(1.0f)},
+       {model_.dropout_stream, Tensor::scalar_i32(dropout_stream(step_, num_workers, worker_))}});
   if (hooks_.before_push) hooks_.before_push(worker_, step_);
   const rc::PsRoles& roles = transport_.roles();
   for (int p = 0; p < layout_.num_shards(); ++p) {

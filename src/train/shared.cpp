@@ -33,6 +33,12 @@ void create_checkpoint_dir(const TrainConfig& c) {
               "--checkpoint-dir: cannot create directory '", c.checkpoint_dir, "': ", ec.message());
 }
 
+std::int32_t dropout_stream(std::int64_t step, int num_ranks, int rank) {
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(
+      static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(num_ranks) +
+      static_cast<std::uint64_t>(rank)));
+}
+
 void next_batch(datasets::BatchIterator& batches, std::int64_t& epoch, bool& epoch_started,
                 std::int64_t& resume_position, Tensor& x, Tensor& y) {
   if (!epoch_started) {

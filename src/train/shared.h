@@ -26,6 +26,11 @@ std::string model_signature(const TrainConfig& c);
 // Creates --checkpoint-dir if it is set (rank 0 calls it); raises IoError naming it.
 void create_checkpoint_dir(const TrainConfig& c);
 
+// The dropout stream of one rank's batch at a step, step * ranks + rank
+// (wrapping at 2^32): masks differ between ranks and steps, and a resumed run
+// draws the same ones as an uninterrupted run. ps mode counts workers.
+std::int32_t dropout_stream(std::int64_t step, int num_ranks, int rank);
+
 // The next training batch into x and y: starts the epoch on first use
 // (skipping resume_position batches of it, then zeroing that), and rolls over
 // to the next epoch when this one's steps are done.

@@ -136,11 +136,7 @@ double Trainer::one_step() {
   timeline_.set_enabled(!config_.timeline.empty() && step_ < config_.timeline_steps);
   reducer_->set_step(step_);
   const std::int64_t t0 = steady_now_ns();
-  // Dropout masks differ between ranks and steps, and a resumed run draws
-  // the same ones as an uninterrupted run (the stream wraps at 2^32).
-  const auto stream = static_cast<std::int32_t>(static_cast<std::uint32_t>(
-      static_cast<std::uint64_t>(step_) * static_cast<std::uint64_t>(comm_.size()) +
-      static_cast<std::uint64_t>(comm_.rank())));
+  const std::int32_t stream = dropout_stream(step_, comm_.size(), comm_.rank());
   auto out = session_->run({model_.loss},
                            {{model_.x, x_batch_},
                             {model_.y, y_batch_},

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end tests of checkpoints, resume, stop signals and failures, with the
 # real trainer binary on a small synthetic data set. Usage:
-#   checkpoint.sh TRAINER DATA_TOOL CHECKPOINT_DIFF CASE MPIEXEC
+#   checkpoint.sh TRAINER DATA_TOOL CHECKPOINT_DIFF CASE MPIEXEC [FASHION_MNIST_DIR]
 # CASE: bitwise | other_ranks | corrupt | crash | signals | kill | nan | stall | bad_flags | ps
+#       | ps_cnn (needs Fashion-MNIST; exits 77, skipped, without it)
 set -uo pipefail
-trainer=$1 data_tool=$2 ckdiff=$3 case=$4 mpiexec=$5
+trainer=$1 data_tool=$2 ckdiff=$3 case=$4 mpiexec=$5 fmnist=${6:-/usr/share/datasets/fashion-mnist}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rf_checkpoint_e2e.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
@@ -302,6 +303,19 @@ case $case in
       fail "async resume after a stop failed"
     expect_error 1 "Resume with the configuration that wrote it" timeout 120 "$mpiexec" -np 3 --oversubscribe "$trainer" \
       "${base[@]}" --hidden 32 --mode ps --num-ps 1 --checkpoint-dir "$tmp/split" --resume
+    ;;
+  ps_cnn)
+    # The CNN has dropout: ps workers key their masks by step and worker as
+    # allreduce ranks do by step and rank, so sync ps equals allreduce.
+    [[ -f "$fmnist/train-images-idx3-ubyte.gz" ]] || { echo "Fashion-MNIST not installed" >&2; exit 77; }
+    "$data_tool" import-idx --dir "$fmnist" -o "$tmp/fmnist.h5" >/dev/null || fail "import failed"
+    cnn=(--data "$tmp/fmnist.h5" --model cnn --batch-size 64 --train-rows 640 --max-steps 4
+      --threads 1 --log-level warn)
+    run 2 "${cnn[@]}" --checkpoint-dir "$tmp/ar" >/dev/null || fail "allreduce cnn run failed"
+    run 3 "${cnn[@]}" --mode ps --num-ps 1 --checkpoint-dir "$tmp/ps" >/dev/null ||
+      fail "ps cnn run failed"
+    "$ckdiff" "$tmp/ar/ckpt-0000000004.h5" "$tmp/ps/ckpt-0000000004.h5" 1e-6 >&2 ||
+      fail "sync ps and allreduce cnn (with dropout) differ"
     ;;
   *)
     echo "unknown case $case" >&2

@@ -264,6 +264,7 @@ TEST(FusedConv2D, EqualsConvPlusBiasThenActivationBitwise) {
   std::uint64_t seed = 900;
   std::vector<Conv> cases = small_cases();
   for (const Conv& cv : large_cases()) cases.push_back(cv);
+  cases.push_back({2, 5, 4, 0, 3, 3, 4, 1, Padding::same});  // Cin = 0: y = act(bias)
   for (const Conv& cv : cases) {
     for (bool relu : {true, false}) {
       SCOPED_TRACE(cv.name() + (relu ? " relu" : " none"));

@@ -62,7 +62,8 @@
 // of the signal, so every worker stops before the same step; async: every
 // worker stops at its next pull. Workers finish the epoch's sums (all take
 // part, so none waits for a stopped one), worker:0 asks for a checkpoint at
-// its step, every worker says DONE, and the trainer exits with 75.
+// its step, every worker says DONE, and the trainer exits with 75. A signal
+// that arrives after the last pull changes nothing: training completed.
 //
 // Shutdown: a worker sends DONE to every server after its last push; a
 // server serves until it has every worker's DONE. Workers may run different
