@@ -102,7 +102,9 @@ struct CollectiveOptions {
 // memory, allocated once and reused by every call, and the shared-memory ring's window.
 //
 // Not thread-safe: one thread uses a Communicator at a time (MPI is initialised
-// with MPI_THREAD_SERIALIZED). Destroy it before the MpiEnvironment.
+// with MPI_THREAD_SERIALIZED). Destroy it before the MpiEnvironment, on every
+// rank together: once the shared-memory ring has run, the destructor frees its
+// window with MPI_Win_free, which waits for every rank of the communicator.
 class Communicator {
  public:
   // Requires MPI to be initialised (see MpiEnvironment); throws CommError if not.
