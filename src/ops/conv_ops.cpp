@@ -361,8 +361,19 @@ void register_conv_ops(OpRegistry& r) {
          .grad = [](GradContext& gc) {
            const AttrMap a = conv_attrs(gc.node);
            Output dz = gc.grad();
-           if (gc.node.attrs.get<std::string>("activation") == "relu")
-             dz = make_op("ReluGrad", {dz, gc.output()});
+           if (gc.node.attrs.get<std::string>("activation") == "relu") {
+             // conv -> relu -> max pool (the CNNs): the pool's gradient and the
+             // relu's are one pass over dx (MaxPoolGrad with relu), else ReluGrad.
+             const Node& from = dz.node();
+             if (from.op == "MaxPoolGrad" && from.inputs.at(0) == gc.output() &&
+                 !from.attrs.has("relu")) {
+               AttrMap pa = from.attrs;
+               pa.set("relu", true);
+               dz = make_op("MaxPoolGrad", {from.inputs.at(0), from.inputs.at(1)}, pa);
+             } else {
+               dz = make_op("ReluGrad", {dz, gc.output()});
+             }
+           }
            return std::vector<Output>{
                make_op("Conv2DBackpropInput", {gc.input(0), gc.input(1), dz}, a),
                make_op("Conv2DBackpropFilter", {gc.input(0), gc.input(1), dz}, a),

@@ -102,6 +102,9 @@ void max_pool_grad_kernel(KernelContext& c) {
   const float* x = xt.data<float>();
   const float* dy = c.input(1).data<float>();
   float* pdx = dx.data<float>();
+  // relu: x is a relu's output and dx goes on through that relu's gradient:
+  // a maximum that is not > 0 passes nothing (ReluGrad fused in, same bits).
+  const bool relu = c.attrs().has("relu") && c.attrs().get_bool("relu");
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / image);
   parallel_blocks(c, g.n, grain, [&](std::int64_t n0, std::int64_t n1) {
     // per-task scratch: the running max and its offset, per channel
@@ -130,7 +133,12 @@ void max_pool_grad_kernel(KernelContext& c) {
                      }
                    const float* d = dy + r * ch;
                    float* dx0 = pdx + first;
-                   for (std::int64_t i = 0; i < ch; ++i) dx0[where[i] + i] += d[i];
+                   if (relu) {
+                     for (std::int64_t i = 0; i < ch; ++i)
+                       dx0[where[i] + i] += best[i] > 0.0f ? d[i] : 0.0f;
+                   } else {
+                     for (std::int64_t i = 0; i < ch; ++i) dx0[where[i] + i] += d[i];
+                   }
                  });
   });
 }

@@ -295,6 +295,43 @@ TEST(FusedConv2D, EqualsConvPlusBiasThenActivationBitwise) {
   }
 }
 
+// conv -> relu -> max pool: the fused gradient routes the pool's gradient
+// and the relu's in one pass; the bits match the separate ops, for
+// non-overlapping (2/2 VALID) and overlapping (3/2 SAME) windows.
+TEST(FusedConv2D, ThroughMaxPoolEqualsUnfusedBitwise) {
+  std::uint64_t seed = 1300;
+  for (const Conv& cv : {Conv{2, 8, 6, 3, 3, 3, 4, 1, Padding::same},
+                         Conv{3, 14, 14, 8, 5, 5, 16, 1, Padding::same}}) {
+    for (int window : {2, 3}) {
+      SCOPED_TRACE(cv.name() + " pool " + std::to_string(window));
+      const Padding pool_pad = window == 2 ? Padding::valid : Padding::same;
+      Graph g;
+      auto x = g.placeholder("x", {-1, cv.h, cv.w, cv.cin});
+      auto f = g.constant(random_tensor(cv.f_shape(), seed++), "f");
+      auto b = g.constant(random_tensor({cv.cout}, seed++), "b");
+      Output fused = max_pool2d(fused_conv2d(x, f, b, true), window, 2, pool_pad);
+      Output plain = max_pool2d(ringflow::relu(conv2d(x, f) + b), window, 2, pool_pad);
+      auto dy = g.placeholder("dy", fused.shape());
+      const auto gf = gradients(reduce_sum(mul(fused, dy)), {x, f, b});
+      const auto gp = gradients(reduce_sum(mul(plain, dy)), {x, f, b});
+      int fused_pool_grads = 0;  // the fused path was taken
+      for (int id = 0; id < g.num_nodes(); ++id)
+        fused_pool_grads += g.node(id).op == "MaxPoolGrad" && g.node(id).attrs.has("relu");
+      EXPECT_EQ(fused_pool_grads, 1);
+      Session sess(g, {.num_threads = 2});
+      const Tensor xv = random_tensor(cv.x_shape(), seed++);
+      const Tensor yv = sess.run({fused}, {{x, xv}})[0];
+      const auto out = sess.run({gf[0], gf[1], gf[2], gp[0], gp[1], gp[2]},
+                                {{x, xv}, {dy, random_tensor(yv.shape(), seed++)}});
+      const char* what[] = {"dx", "df", "db"};
+      for (std::size_t i = 0; i < 3; ++i)
+        EXPECT_EQ(std::memcmp(out[i].data<float>(), out[i + 3].data<float>(), out[i].num_bytes()),
+                  0)
+            << what[i] << " differs from the unfused graph";
+    }
+  }
+}
+
 TEST(FusedConv2D, BadBiasAndActivationAreShapeErrors) {
   Graph g;
   auto x = g.placeholder("images", {-1, 7, 5, 3});
