@@ -22,6 +22,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <numeric>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -121,7 +123,7 @@ constexpr int kNumVariants = 4;
 constexpr int kMpiColumn = 2;
 
 // Median seconds per call of each variant at one size (NaN for a variant this job
-// cannot run). The variants take turns within every iteration, in a rotating
+// cannot run). The variants take turns within every iteration, in a shuffled
 // order, so background noise and each other's after-effects hit them alike. The buffer is refilled
 // before every call (untimed), as a fresh gradient buffer would be; the first result is checked so
 // the benchmark cannot silently measure a broken algorithm.
@@ -132,10 +134,13 @@ std::array<double, kNumVariants> time_allreduce(rc::Communicator& comm, std::vec
   const bool one_node = comm.local_size() == comm.size();
   std::array<std::vector<double>, kNumVariants> samples;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
-    for (int k = 0; k < kNumVariants; ++k) {
-      // The order rotates, so each variant follows each other one equally
-      // often (MPI's large calls leave caches and page tables cold for the next).
-      const int a = (k + i) % kNumVariants;
+    // A fresh order every iteration (the same on every rank: a seeded
+    // shuffle), so no variant always runs right after another one: MPI's large
+    // calls leave caches and page tables cold for whichever comes next.
+    std::array<int, kNumVariants> order{};
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<unsigned>(i)));
+    for (const int a : order) {
       const Variant& v = kVariants[a];
       if (v.transport == rc::RingTransport::shm && !one_node) continue;
       comm.set_ring_transport(v.transport);
