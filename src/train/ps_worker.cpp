@@ -12,19 +12,6 @@ namespace ringflow::train {
 
 namespace rc = collectives;
 
-namespace {
-
-// The --train-rows subset of a strided shard (as the allreduce Trainer does).
-void limit_rows(datasets::Shard& s, std::int64_t rows) {
-  if (rows <= 0 || rows >= s.total_rows) return;
-  s.rows = datasets::shard_rows(rows, s.rank, s.num_ranks, s.mode);
-  s.total_rows = rows;
-  s.x.resize(static_cast<std::size_t>(s.rows.count * s.row_size));
-  s.y.resize(static_cast<std::size_t>(s.rows.count));
-}
-
-}  // namespace
-
 PsWorker::PsWorker(const TrainConfig& config, int worker, const PsLayout& layout, int threads,
                    rc::PsTransport& transport, const PsTestHooks& hooks)
     : config_(config),

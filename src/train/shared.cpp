@@ -33,6 +33,14 @@ void create_checkpoint_dir(const TrainConfig& c) {
               "--checkpoint-dir: cannot create directory '", c.checkpoint_dir, "': ", ec.message());
 }
 
+void limit_rows(datasets::Shard& s, std::int64_t rows) {
+  if (rows <= 0 || rows >= s.total_rows) return;
+  s.rows = datasets::shard_rows(rows, s.rank, s.num_ranks, s.mode);
+  s.total_rows = rows;
+  s.x.resize(static_cast<std::size_t>(s.rows.count * s.row_size));
+  s.y.resize(static_cast<std::size_t>(s.rows.count));
+}
+
 std::int32_t dropout_stream(std::int64_t step, int num_ranks, int rank) {
   return static_cast<std::int32_t>(static_cast<std::uint32_t>(
       static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(num_ranks) +

@@ -26,6 +26,12 @@ std::string model_signature(const TrainConfig& c);
 // Creates --checkpoint-dir if it is set (rank 0 calls it); raises IoError naming it.
 void create_checkpoint_dir(const TrainConfig& c);
 
+// Keeps only the rows of a strided shard whose global index is below `rows`
+// (the --train-rows subset; 0 = all) and shrinks the split to it. With
+// strided shards those rows are a prefix of each shard (--train-rows with
+// contiguous shards is rejected by validation).
+void limit_rows(datasets::Shard& s, std::int64_t rows);
+
 // The dropout stream of one rank's batch at a step, step * ranks + rank
 // (wrapping at 2^32): masks differ between ranks and steps, and a resumed run
 // draws the same ones as an uninterrupted run. ps mode counts workers.

@@ -25,18 +25,6 @@ void sum_across_ranks(collectives::Communicator& comm, std::vector<double>& v) {
                              MPI_SUM, comm.handle()));
 }
 
-// Keeps only the rows of a strided or contiguous shard whose global index
-// is below `rows` (the --train-rows subset) and shrinks the split to it.
-void limit_rows(datasets::Shard& s, std::int64_t rows) {
-  if (rows <= 0 || rows >= s.total_rows) return;
-  // With strided shards the rows below `rows` are a prefix of each shard
-  // (the constructor rejects --train-rows with contiguous shards).
-  s.rows = datasets::shard_rows(rows, s.rank, s.num_ranks, s.mode);
-  s.total_rows = rows;
-  s.x.resize(static_cast<std::size_t>(s.rows.count * s.row_size));
-  s.y.resize(static_cast<std::size_t>(s.rows.count));
-}
-
 }  // namespace
 
 Trainer::Trainer(const TrainConfig& config, collectives::Communicator& comm)

@@ -18,20 +18,14 @@
 #include "ringflow/datasets/batch.h"
 #include "ringflow/datasets/shard.h"
 
+#include "mpi_test_util.h"
+
 namespace rd = ringflow::datasets;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using ringflow::mpi_test::world_rank;
+using ringflow::mpi_test::world_size;
 
 // Every rank's values, concatenated in rank order, on every rank.
 std::vector<int64_t> allgather(const std::vector<int64_t>& mine) {

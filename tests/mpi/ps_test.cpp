@@ -24,22 +24,16 @@
 #include "ringflow/train/ps.h"
 #include "ringflow/train/trainer.h"
 
+#include "mpi_test_util.h"
+
 namespace rt = ringflow::train;
 namespace rc = ringflow::collectives;
 namespace rd = ringflow::datasets;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using ringflow::mpi_test::world_rank;
+using ringflow::mpi_test::world_size;
 
 // Aborts the whole job if the scope is not left within `seconds`: a hang
 // in the shutdown protocol fails loudly instead of waiting for CTest.
@@ -76,10 +70,9 @@ class Watchdog {
 class PsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    char name[256] = {0};
+    path_ = ringflow::mpi_test::shared_temp_path("ps_test");
+    const char* name = path_.c_str();
     if (world_rank() == 0) {
-      std::snprintf(name, sizeof name, "%s/rf_ps_test_%d.h5",
-                    std::filesystem::temp_directory_path().c_str(), static_cast<int>(getpid()));
       // One draw split in two, so train and test share the blob centres.
       const auto all =
           rd::make_blobs({.rows = 577, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 3});
@@ -89,13 +82,8 @@ class PsTest : public ::testing::Test {
       rd::SplitData te{.shape = {97, 8}, .x_f32 = x.subspan(480 * 8), .y = y.subspan(480)};
       rd::write_dataset(name, tr, te, {.num_classes = 3, .source = "ps_test blobs"});
     }
-    MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
-    path_ = name;
   }
-  static void TearDownTestSuite() {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) std::filesystem::remove(path_);
-  }
+  static void TearDownTestSuite() { ringflow::mpi_test::remove_shared(path_); }
 
   // batch 24: divisible by 1, 2, 3 and 4 workers
   static rt::TrainConfig config() {

@@ -17,26 +17,24 @@
 #include "ringflow/datasets/synth.h"
 #include "ringflow/train/trainer.h"
 
+#include "mpi_test_util.h"
+
 namespace rt = ringflow::train;
 namespace rc = ringflow::collectives;
 namespace rd = ringflow::datasets;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
+using ringflow::mpi_test::world_rank;
+using ringflow::mpi_test::world_size;
 
 // A small blobs data set (8 features, 3 classes) written by rank 0.
 class TrainTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    char name[256] = {0};
+    path_ = ringflow::mpi_test::shared_temp_path("train_test");
+    const char* name = path_.c_str();
     if (world_rank() == 0) {
-      std::snprintf(name, sizeof name, "%s/rf_train_test_%d.h5",
-                    std::filesystem::temp_directory_path().c_str(), static_cast<int>(getpid()));
       const auto train =
           rd::make_blobs({.rows = 480, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 3});
       const auto test =
@@ -45,13 +43,8 @@ class TrainTest : public ::testing::Test {
       rd::SplitData te{.shape = test.shape, .x_f32 = test.x, .y = test.y};
       rd::write_dataset(name, tr, te, {.num_classes = 3, .source = "train_test blobs"});
     }
-    MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
-    path_ = name;
   }
-  static void TearDownTestSuite() {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) std::filesystem::remove(path_);
-  }
+  static void TearDownTestSuite() { ringflow::mpi_test::remove_shared(path_); }
 
   static rt::TrainConfig config() {
     rt::TrainConfig c;
