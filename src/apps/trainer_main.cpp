@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "metrics_writer.h"
 #include "ringflow/collectives/collectives.h"
 #include "ringflow/train/trainer.h"
 #include "trainer_ps.h"
@@ -156,43 +157,6 @@ std::string fmt_seconds(double s) {
   return buf;
 }
 
-class MetricsWriter {
- public:
-  // append: a resumed run adds to the file of the run it continues.
-  MetricsWriter(const std::string& path, bool append)
-      : csv_(path.size() >= 4 && path.substr(path.size() - 4) == ".csv") {
-    if (path.empty()) return;
-    std::ifstream existing(path);
-    const bool has_lines = append && existing.good() && existing.peek() != EOF;
-    f_.open(path, append ? std::ios::app : std::ios::trunc);
-    RF_CHECK_AS(IoError, f_.good(), "--metrics: cannot write '", path,
-                "'; check the directory exists and is writable");
-    if (csv_ && !has_lines)
-      f_ << "epoch,steps,train_loss,test_loss,test_accuracy,samples_per_second,elapsed_seconds,"
-            "allreduce_seconds\n";
-  }
-  void write(const rt::EpochMetrics& m) {
-    if (!f_.is_open()) return;
-    if (csv_) {
-      f_ << m.epoch << ',' << m.steps << ',' << m.train_loss << ',' << m.test_loss << ','
-         << m.test_accuracy << ',' << m.samples_per_second << ',' << m.elapsed_seconds << ','
-         << m.allreduce_seconds << '\n';
-    } else {
-      f_ << "{\"epoch\":" << m.epoch << ",\"steps\":" << m.steps
-         << ",\"train_loss\":" << m.train_loss << ",\"test_loss\":" << m.test_loss
-         << ",\"test_accuracy\":" << m.test_accuracy
-         << ",\"samples_per_second\":" << m.samples_per_second
-         << ",\"elapsed_seconds\":" << m.elapsed_seconds
-         << ",\"allreduce_seconds\":" << m.allreduce_seconds << "}\n";
-    }
-    f_.flush();
-  }
-
- private:
-  bool csv_;
-  std::ofstream f_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -241,10 +205,12 @@ int main(int argc, char** argv) {
   // Set-up is local to each rank (files, graph); the ranks then agree that
   // all of them succeeded before the first collective that matters.
   std::unique_ptr<rt::Trainer> trainer;
-  std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<ringflow::apps::MetricsWriter> metrics;
   int ok = 1;
   try {
-    if (rank == 0) metrics = std::make_unique<MetricsWriter>(config.metrics, config.resume);
+    if (rank == 0)
+      metrics = std::make_unique<ringflow::apps::MetricsWriter>(
+          config.metrics, config.resume, std::vector<std::string>{"allreduce_seconds"});
     trainer = std::make_unique<rt::Trainer>(config, comm);
   } catch (const ringflow::Error& e) {
     std::cerr << (comm.size() > 1 ? "rank " + std::to_string(rank) + ": "
@@ -288,7 +254,7 @@ int main(int argc, char** argv) {
     }
     trainer->run([&](const rt::EpochMetrics& m) {
       if (rank != 0) return;
-      if (metrics) metrics->write(m);
+      if (metrics) metrics->write(m, {m.allreduce_seconds});
       if (quiet) return;
       char line[256];
       std::snprintf(

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "metrics_writer.h"
 #include "ringflow/train/control.h"
 #include "ringflow/train/ps.h"
 
@@ -19,42 +20,6 @@ namespace rt = train;
 namespace {
 
 constexpr int kExitFailure = 1;
-
-// Per-epoch metrics of ps mode: the allreduce columns plus staleness.
-class PsMetricsWriter {
- public:
-  explicit PsMetricsWriter(const std::string& path)
-      : csv_(path.size() >= 4 && path.substr(path.size() - 4) == ".csv") {
-    if (path.empty()) return;
-    f_.open(path);
-    RF_CHECK_AS(IoError, f_.good(), "--metrics: cannot write '", path,
-                "'; check the directory exists and is writable");
-    if (csv_)
-      f_ << "epoch,steps,train_loss,test_loss,test_accuracy,samples_per_second,elapsed_seconds,"
-            "staleness_mean,staleness_max\n";
-  }
-  void write(const rt::EpochMetrics& m, const rt::PsEpochExtra& x) {
-    if (!f_.is_open()) return;
-    if (csv_) {
-      f_ << m.epoch << ',' << m.steps << ',' << m.train_loss << ',' << m.test_loss << ','
-         << m.test_accuracy << ',' << m.samples_per_second << ',' << m.elapsed_seconds << ','
-         << x.staleness_mean << ',' << x.staleness_max << '\n';
-    } else {
-      f_ << "{\"epoch\":" << m.epoch << ",\"steps\":" << m.steps
-         << ",\"train_loss\":" << m.train_loss << ",\"test_loss\":" << m.test_loss
-         << ",\"test_accuracy\":" << m.test_accuracy
-         << ",\"samples_per_second\":" << m.samples_per_second
-         << ",\"elapsed_seconds\":" << m.elapsed_seconds
-         << ",\"staleness_mean\":" << x.staleness_mean << ",\"staleness_max\":" << x.staleness_max
-         << "}\n";
-    }
-    f_.flush();
-  }
-
- private:
-  bool csv_;
-  std::ofstream f_;
-};
 
 }  // namespace
 
@@ -106,10 +71,13 @@ int run_ps(const rt::TrainConfig& config, rc::Communicator& comm) {
   const int rank = comm.rank();
   const bool quiet = config.log_level == "error" || config.log_level == "warn";
   std::unique_ptr<rt::PsTrainer> trainer;
-  std::unique_ptr<PsMetricsWriter> metrics;
+  std::unique_ptr<MetricsWriter> metrics;
   int ok = 1;
   try {
-    if (rank == 0) metrics = std::make_unique<PsMetricsWriter>(config.metrics);
+    if (rank == 0)
+      metrics = std::make_unique<MetricsWriter>(
+          config.metrics, config.resume,
+          std::vector<std::string>{"staleness_mean", "staleness_max"});
     trainer = std::make_unique<rt::PsTrainer>(config, comm);
   } catch (const Error& e) {
     std::cerr << "rank " << rank << ": " << e.what() << "\n";
@@ -157,7 +125,7 @@ int run_ps(const rt::TrainConfig& config, rc::Communicator& comm) {
   try {
     trainer->run([&](const rt::EpochMetrics& m, const rt::PsEpochExtra& x) {
       if (rank != 0) return;
-      if (metrics) metrics->write(m, x);
+      if (metrics) metrics->write(m, {x.staleness_mean, static_cast<double>(x.staleness_max)});
       if (quiet) return;
       char line[320];
       std::snprintf(line, sizeof line,
