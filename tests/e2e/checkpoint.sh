@@ -29,6 +29,9 @@ run() {
   fi
 }
 
+# The final test accuracy (percent) in a run's output.
+accuracy_of() { sed -nE 's/^final test accuracy: ([0-9.]+)%.*/\1/p' "$1"; }
+
 # The "model checksum: <hex>" line of a run's output.
 checksum_of() { sed -n 's/^model checksum: //p' "$1"; }
 
@@ -281,11 +284,16 @@ case $case in
     run 3 "${base[@]}" "${as[@]}" --max-steps 30 --checkpoint-every 10 \
       --checkpoint-dir "$tmp/async" >/dev/null || fail "async run failed"
     run 3 "${base[@]}" "${as[@]}" --max-steps 50 --checkpoint-dir "$tmp/async" --resume \
-      >/dev/null 2>"$tmp/as.err" || fail "async resume failed: $(cat "$tmp/as.err")"
+      >"$tmp/as.out" 2>"$tmp/as.err" || fail "async resume failed: $(cat "$tmp/as.err")"
     grep -q "resumed from '$tmp/async/ckpt-0000000030.h5' at step 30" "$tmp/as.err" ||
       fail "async: no 'resumed from' message: $(cat "$tmp/as.err")"
-    "$ckdiff" "$tmp/async/ckpt-0000000050.h5" "$tmp/async/ckpt-0000000050.h5" 0 >/dev/null ||
-      fail "async: no valid final checkpoint"
+    grep -q "last checkpoint: '$tmp/async/ckpt-0000000050.h5'" "$tmp/as.out" ||
+      fail "async: no final checkpoint: $(cat "$tmp/as.out")"
+    # Async is not deterministic; the resumed model must still learn: within
+    # 5 points of the straight sync ps run's accuracy.
+    a_sync=$(accuracy_of "$tmp/ps.out") a_async=$(accuracy_of "$tmp/as.out")
+    awk -v s="${a_sync:-100}" -v a="${a_async:-0}" 'BEGIN { exit !(a >= s - 5) }' ||
+      fail "async resumed accuracy ${a_async:-none}% vs sync ${a_sync:-none}%"
     # Stop signals: sync ps stops every worker before the same step,
     # checkpoints, exits 75, and the resumed run ends as the straight one.
     run 4 "${base[@]}" "${ps[@]}" --epochs 3 --checkpoint-dir "$tmp/ps3" >/dev/null ||
@@ -323,8 +331,4 @@ case $case in
     ;;
 esac
 
-if ((failures > 0)); then
-  echo "$failures check(s) failed" >&2
-  exit 1
-fi
-echo "checkpoint e2e $case: ok"
+e2e_finish

@@ -6,6 +6,16 @@ fail() {
   failures=$((failures + 1))
 }
 
+# e2e_finish: the script's end; exit 1 naming the count if any check failed,
+# else print "<case>: ok" ($case is the script's test case).
+e2e_finish() {
+  if ((failures > 0)); then
+    echo "$case: $failures check(s) failed" >&2
+    exit 1
+  fi
+  echo "$case: ok"
+}
+
 # expect_error CODE "words" cmd...: the command must exit with CODE within the
 # time limit (a hung rank is a failure), its stderr must contain the words
 # (fixed string; empty: anything) and no HDF5 error-stack dump, crash, uncaught

@@ -160,8 +160,4 @@ TOML
     ;;
 esac
 
-if ((failures > 0)); then
-  echo "$failures failure(s)" >&2
-  exit 1
-fi
-echo "ok: $case"
+e2e_finish

@@ -1,6 +1,7 @@
 # ringflow::collectives under mpiexec -n 1, 2, 3, 4 and an oversubscribed 8.
 rf_add_mpi_test(collectives_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/collectives_test.cpp
+          ${CMAKE_CURRENT_LIST_DIR}/ring_allreduce_test.cpp
   LIBS ringflow::collectives
   TIMEOUT 120)
 
