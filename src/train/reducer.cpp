@@ -164,12 +164,44 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
   if (timeline_ && timeline_->enabled())
     timeline_->add({"bucket" + std::to_string(b) + " ready", "bucket", steady_now_ns(),
                     steady_now_ns(), 100, "\"floats\":" + std::to_string(bucket.fusion_floats)});
+  bool here = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     bucket.pending = &ctx;
     ++submitted_;
+    // The step's last bucket, with every earlier one reduced: no backward is
+    // left to overlap, so this thread reduces it itself. That spares two
+    // thread wake-ups on the step's critical path (the communication
+    // thread's, then the executor's for the apply ops), each tens of
+    // microseconds when ranks share cores. Collective order is unchanged:
+    // next_ == b means the communication thread has finished bucket b - 1
+    // and will not touch b (it skips a bucket reduced here).
+    here = options_.overlap && b + 1 == static_cast<int>(buckets_.size()) && next_ == b;
+    reducing_here_ = here;
   }
-  cv_.notify_all();
+  if (!here) {
+    cv_.notify_all();
+    return;
+  }
+  std::exception_ptr error;
+  try {
+    reduce(b);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  complete(b);
+  ctx.done(error);
+}
+
+void GradientReducer::complete(int b) {
+  std::lock_guard<std::mutex> lock(mu_);
+  buckets_[static_cast<std::size_t>(b)].pending = nullptr;
+  reducing_here_ = false;
+  next_ = (b + 1) % static_cast<int>(buckets_.size());
+  if (next_ == 0) {
+    submitted_ = 0;
+    ++stats_.steps;
+  }
 }
 
 void GradientReducer::loop() {
@@ -179,12 +211,12 @@ void GradientReducer::loop() {
     // its size inside the predicate, under the lock.
     cv_.wait(lock, [&] {
       if (stop_) return true;
-      if (buckets_.empty() || buckets_[static_cast<std::size_t>(next_)].pending == nullptr)
+      if (buckets_.empty() || buckets_[static_cast<std::size_t>(next_)].pending == nullptr ||
+          reducing_here_)
         return false;
       return options_.overlap || submitted_ == static_cast<int>(buckets_.size());
     });
     if (stop_) return;
-    const int n = static_cast<int>(buckets_.size());
     const int b = next_;
     KernelContext* ctx = buckets_[static_cast<std::size_t>(b)].pending;
     lock.unlock();
@@ -194,14 +226,7 @@ void GradientReducer::loop() {
     } catch (...) {
       error = std::current_exception();
     }
-    lock.lock();
-    buckets_[static_cast<std::size_t>(b)].pending = nullptr;
-    next_ = (b + 1) % n;
-    if (next_ == 0) {
-      submitted_ = 0;
-      ++stats_.steps;
-    }
-    lock.unlock();
+    complete(b);
     // Completing the node may start the apply ops on this thread's behalf
     // (they are posted to the executor), so call it without our lock.
     ctx->done(error);

@@ -7,14 +7,21 @@
 
 #include <unistd.h>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "ringflow/datasets/format.h"
 #include "ringflow/datasets/synth.h"
+#include "ringflow/ops/ops.h"
+#include "ringflow/runtime/session.h"
+#include "ringflow/train/reducer.h"
 #include "ringflow/train/trainer.h"
 
 #include "mpi_test_util.h"
@@ -106,6 +113,112 @@ TEST_F(TrainTest, NRanksEqualOneRankWithTheSameGlobalBatch) {
       rt::Trainer untrained(c, self2);
       EXPECT_NE(untrained.variables_hash(), single.variables_hash());
     }
+}
+
+TEST_F(TrainTest, SeveralExecutorThreadsKeepOneCollectiveOrder) {
+  // With three executor threads, gradients (and buckets) become ready in
+  // varying orders, and the step's last bucket is reduced either on the
+  // communication thread or on the executor thread that handed it over.
+  // Every bucket must still be reduced once per step, in the same order on
+  // every rank, or the ranks would mismatch collectives and diverge.
+  rt::TrainConfig c = config();
+  c.threads = 3;
+  rc::Communicator world;
+  rt::Trainer dist(c, world);
+  dist.train_steps(12);
+  const rt::ReducerStats stats = dist.reducer().stats();
+  if (world.size() > 1) {  // one rank passes gradients through, uncounted
+    EXPECT_EQ(stats.steps, 12);
+    EXPECT_EQ(stats.collectives, 12 * dist.reducer().num_buckets());
+  }
+  rc::Communicator self(MPI_COMM_SELF);
+  c.threads = 1;
+  rt::Trainer single(c, self);
+  single.train_steps(12);
+  expect_same_variables(dist, single, 1e-5, "3 executor threads");
+}
+
+// An async op that passes its input through once the test opens it: it
+// holds one gradient back for certain, whatever the scheduler does.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  ringflow::KernelContext* held = nullptr;
+};
+Gate& gate() {
+  static Gate g;
+  return g;
+}
+void register_gate_op() {
+  static const bool registered = [] {
+    ringflow::OpRegistry::global().add({.name = "TestGate",
+                                        .shape_fn =
+                                            [](ringflow::ShapeContext& c) {
+                                              c.set_output(0, ringflow::DType::f32, c.in_shape(0));
+                                            },
+                                        .kernel =
+                                            [](ringflow::KernelContext& c) {
+                                              std::lock_guard<std::mutex> lock(gate().mu);
+                                              gate().held = &c;
+                                              gate().cv.notify_all();
+                                            },
+                                        .no_gradient = true,
+                                        .async = true});
+    return true;
+  }();
+  (void)registered;
+}
+
+// Two one-gradient buckets handed over in different orders on different
+// ranks: even ranks hold gradient 0 (bucket 0) back until the last bucket
+// has been handed over, odd ranks the other way round. Every rank must
+// still reduce bucket 0 first, or bucket 0 of one rank would be averaged
+// with bucket 1 of another.
+TEST(Reducer, BucketsAreReducedInBucketOrderWhateverOrderTheyAreHandedOver) {
+  rc::Communicator world;
+  if (world.size() == 1) GTEST_SKIP() << "one rank reduces nothing";
+  register_gate_op();
+  const bool even = world.rank() % 2 == 0;
+  const std::int64_t n = 64;
+  ringflow::Graph g;
+  auto value = [&](float v) { return g.constant(ringflow::Tensor::filled({n, n}, v)); };
+  auto held = [&](float v) { return g.add_op("TestGate", {value(v)}); };
+  const float r = static_cast<float>(world.rank() + 1);
+  // Built in this order on every rank, so gradient 0 has the smaller node id.
+  const ringflow::Output g0 = even ? held(r) : ringflow::identity(value(r));
+  const ringflow::Output g1 = even ? ringflow::identity(value(10 * r)) : held(10 * r);
+  const ringflow::Output v0 = g.variable("v0", {n, n}, ringflow::init::zeros());
+  const ringflow::Output v1 = g.variable("v1", {n, n}, ringflow::init::zeros());
+  rt::Timeline timeline(true);
+  rt::GradientReducer reducer(world, {.fusion_bytes = 1024}, &timeline);
+  const auto reduced = reducer.add_to_graph(g, {{g0, v0}, {g1, v1}});
+  ASSERT_EQ(reducer.num_buckets(), 2);
+  ASSERT_EQ(reducer.buckets()[0], std::vector<int>{0});
+  const std::string other_ready = even ? "bucket1 ready" : "bucket0 ready";
+  ringflow::Session session(g, {.num_threads = 1, .user_context = reducer.context()});
+  const float mean_r = static_cast<float>(world.size() + 1) / 2;
+  for (int run = 1; run <= 3; ++run) {
+    // Opens the gate once the other bucket has been handed over.
+    std::thread opener([&] {
+      for (;;) {
+        const auto events = timeline.events();
+        if (std::count_if(events.begin(), events.end(),
+                          [&](const rt::TraceEvent& e) { return e.name == other_ready; }) == run)
+          break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      std::unique_lock<std::mutex> lock(gate().mu);
+      gate().cv.wait(lock, [] { return gate().held != nullptr; });
+      ringflow::KernelContext* c = std::exchange(gate().held, nullptr);
+      lock.unlock();
+      c->set_output(0, c->input(0));
+      c->done(nullptr);
+    });
+    const auto out = session.run({reduced[0].grad, reduced[1].grad});
+    opener.join();
+    EXPECT_FLOAT_EQ(out[0].flat<float>()[0], mean_r) << "run " << run;
+    EXPECT_FLOAT_EQ(out[1].flat<float>()[n * n - 1], 10 * mean_r) << "run " << run;
+  }
 }
 
 TEST_F(TrainTest, ReplicasStayBitwiseIdenticalAndRunsAreDeterministic) {

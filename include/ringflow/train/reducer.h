@@ -11,7 +11,10 @@
 // order, whatever order they were handed over in, so every rank issues the
 // same collectives in the same order. It unpacks the averaged values into
 // persistent gradient tensors and completes the node, which releases the
-// apply ops of that bucket's variables only.
+// apply ops of that bucket's variables only. One exception: the step's last
+// bucket, handed over when every earlier one is already reduced, has no
+// backward left to overlap, so the executor thread that hands it over
+// reduces it itself, in the same order, sparing two thread wake-ups.
 //
 // With overlap off, the thread starts only once every bucket of the step
 // has been handed over (the allreduce after all of backward).
@@ -94,6 +97,8 @@ class GradientReducer {
   };
   void loop();
   void reduce(int b);
+  // Marks bucket b reduced and moves on to the next (takes mu_).
+  void complete(int b);
   // Records the members of bucket b whose values (at the bucket's offsets in
   // data, or the k-th input when data is empty) are not all finite.
   void check_finite(int b, std::span<const float> data, const KernelContext* inputs);
@@ -109,8 +114,9 @@ class GradientReducer {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  int submitted_ = 0;  // buckets handed over this step
-  int next_ = 0;       // the bucket the thread reduces next
+  int submitted_ = 0;           // buckets handed over this step
+  int next_ = 0;                // the bucket the thread reduces next
+  bool reducing_here_ = false;  // submit() is reducing the step's last bucket itself
   bool stop_ = false;
   bool skip_allreduce_ = false;
   ReducerStats stats_;
