@@ -96,9 +96,13 @@ void add_flags(CLI::App& app, rt::TrainConfig& c, std::string& hidden) {
   ex->add_option("--fusion-mb", c.fusion_mb,
                  "Gradient bucket size in MiB (one allreduce per bucket)")
       ->capture_default_str();
-  ex->add_flag("--overlap,!--no-overlap", c.overlap,
-               "Allreduce buckets while backward runs (off: after backward)")
+  ex->add_option("--overlap", c.overlap,
+                 "Allreduce buckets on a communication thread while backward runs: on | off "
+                 "(after backward, on the executor thread) | auto (on unless the ranks share "
+                 "one node and their threads fill its cores)")
       ->capture_default_str();
+  ex->add_flag_callback(
+      "--no-overlap", [&c] { c.overlap = "off"; }, "Same as --overlap off");
   auto* out = app.add_option_group("Output");
   out->add_option("--metrics", c.metrics,
                   "Per-epoch metrics file: CSV if it ends in .csv, else JSON lines");
@@ -226,6 +230,7 @@ int main(int argc, char** argv) {
     std::cout << "ringflow trainer: " << comm.size() << (comm.size() == 1 ? " rank" : " ranks")
               << " x " << trainer->threads() << (trainer->threads() == 1 ? " thread" : " threads")
               << ", " << trainer->reducer().num_buckets() << " gradient bucket(s), "
+              << (trainer->overlap() ? "overlapped with backward, " : "reduced after backward, ")
               << trainer->steps_per_epoch() << " steps per epoch\n# effective configuration\n"
               << rt::to_toml(config) << std::flush;
   }

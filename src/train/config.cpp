@@ -107,6 +107,8 @@ void validate(const TrainConfig& c, int num_ranks) {
            " must be > 0 (or 0 for the node's cores divided by its ranks)");
   RF_CHECK(one_of(c.allreduce, {"ring", "mpi", "auto"}), "--allreduce: '", c.allreduce,
            "' is not ring, mpi or auto");
+  RF_CHECK(one_of(c.overlap, {"auto", "on", "off"}), "--overlap: '", c.overlap,
+           "' is not auto, on or off");
   RF_CHECK(c.fusion_mb > 0, "--fusion-mb: ", c.fusion_mb, " must be > 0");
   RF_CHECK(c.timeline_steps >= 0, "--timeline-steps: ", c.timeline_steps, " must be >= 0");
   RF_CHECK(one_of(c.log_level, {"error", "warn", "info", "debug"}), "--log-level: '", c.log_level,
@@ -155,7 +157,7 @@ std::string to_toml(const TrainConfig& c) {
   }
   str("allreduce", c.allreduce);
   num("fusion-mb", c.fusion_mb);
-  flag("overlap", c.overlap);
+  str("overlap", c.overlap);
   str("metrics", c.metrics);
   str("timeline", c.timeline);
   num("timeline-steps", c.timeline_steps);

@@ -164,41 +164,47 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
   if (timeline_ && timeline_->enabled())
     timeline_->add({"bucket" + std::to_string(b) + " ready", "bucket", steady_now_ns(),
                     steady_now_ns(), 100, "\"floats\":" + std::to_string(bucket.fusion_floats)});
-  bool here = false;
+  int first = -1;  // this thread reduces buckets [first, n) itself
+  const int n = static_cast<int>(buckets_.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
     bucket.pending = &ctx;
     ++submitted_;
-    // The step's last bucket, with every earlier one reduced: no backward is
-    // left to overlap, so this thread reduces it itself. That spares two
-    // thread wake-ups on the step's critical path (the communication
-    // thread's, then the executor's for the apply ops), each tens of
-    // microseconds when ranks share cores. Collective order is unchanged:
-    // next_ == b means the communication thread has finished bucket b - 1
-    // and will not touch b (it skips a bucket reduced here).
-    here = options_.overlap && b + 1 == static_cast<int>(buckets_.size()) && next_ == b;
-    reducing_here_ = here;
+    // The step's last hand-over, with the communication thread idle: no
+    // backward is left to overlap, so this thread reduces what is left
+    // itself, in bucket order. That spares two thread wake-ups on the
+    // step's critical path (the communication thread's, then the
+    // executor's for the apply ops), each tens of microseconds when ranks
+    // share cores. With overlap off this is every bucket.
+    if (submitted_ == n && !comm_busy_) {
+      first = next_;
+      reducing_here_ = true;
+    }
   }
-  if (!here) {
+  if (first < 0) {
     cv_.notify_all();
     return;
   }
-  std::exception_ptr error;
-  try {
-    reduce(b);
-  } catch (...) {
-    error = std::current_exception();
+  for (int k = first; k < n; ++k) {
+    KernelContext* c = buckets_[static_cast<std::size_t>(k)].pending;
+    std::exception_ptr error;
+    try {
+      reduce(k);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    complete(k);
+    c->done(error);
   }
-  complete(b);
-  ctx.done(error);
 }
 
 void GradientReducer::complete(int b) {
   std::lock_guard<std::mutex> lock(mu_);
   buckets_[static_cast<std::size_t>(b)].pending = nullptr;
-  reducing_here_ = false;
+  comm_busy_ = false;
   next_ = (b + 1) % static_cast<int>(buckets_.size());
-  if (next_ == 0) {
+  if (next_ == 0) {  // the step's last bucket: the next step starts afresh
+    reducing_here_ = false;
     submitted_ = 0;
     ++stats_.steps;
   }
@@ -219,6 +225,7 @@ void GradientReducer::loop() {
     if (stop_) return;
     const int b = next_;
     KernelContext* ctx = buckets_[static_cast<std::size_t>(b)].pending;
+    comm_busy_ = true;
     lock.unlock();
     std::exception_ptr error;
     try {

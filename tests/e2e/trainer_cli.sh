@@ -35,6 +35,7 @@ case $case in
       expect_error 1 "$tmp/missing.h5" "${launcher[@]}" "$trainer" "${small[@]}" --data "$tmp/missing.h5"
       expect_error 1 "--model cnn" "${launcher[@]}" "$trainer" "${small[@]}" --model cnn
       expect_error 2 "--hidden" "${launcher[@]}" "$trainer" "${small[@]}" --hidden 16,x
+      expect_error 2 "--overlap" "${launcher[@]}" "$trainer" "${small[@]}" --overlap sometimes
     done
     expect_error 2 "--batch-size" "${mpi2[@]}" "$trainer" "${small[@]}" --batch-size 25
     expect_error 2 "--batch-size" "${mpi4[@]}" "$trainer" "${small[@]}" --batch-size 2

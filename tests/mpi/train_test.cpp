@@ -95,7 +95,7 @@ void expect_same_variables(rt::Trainer& a, rt::Trainer& b, double rel, const std
 
 TEST_F(TrainTest, NRanksEqualOneRankWithTheSameGlobalBatch) {
   for (const std::string algo : {"ring", "mpi"})
-    for (bool overlap : {true, false}) {
+    for (const std::string overlap : {"on", "off"}) {
       rt::TrainConfig c = config();
       c.allreduce = algo;
       c.overlap = overlap;
@@ -107,7 +107,7 @@ TEST_F(TrainTest, NRanksEqualOneRankWithTheSameGlobalBatch) {
       rc::Communicator self(MPI_COMM_SELF);
       rt::Trainer single(c, self);
       single.train_steps(8);
-      expect_same_variables(dist, single, 1e-5, algo + (overlap ? " overlap" : " no-overlap"));
+      expect_same_variables(dist, single, 1e-5, algo + " overlap " + overlap);
       // And training moved the variables (the comparison is not vacuous).
       rc::Communicator self2(MPI_COMM_SELF);
       rt::Trainer untrained(c, self2);
@@ -123,6 +123,7 @@ TEST_F(TrainTest, SeveralExecutorThreadsKeepOneCollectiveOrder) {
   // every rank, or the ranks would mismatch collectives and diverge.
   rt::TrainConfig c = config();
   c.threads = 3;
+  c.overlap = "on";
   rc::Communicator world;
   rt::Trainer dist(c, world);
   dist.train_steps(12);
@@ -221,6 +222,18 @@ TEST(Reducer, BucketsAreReducedInBucketOrderWhateverOrderTheyAreHandedOver) {
   }
 }
 
+TEST(Overlap, AutoOverlapsWhenTheNodeHasACoreToSpare) {
+  rc::Communicator world;
+  ASSERT_EQ(world.local_size(), world.size()) << "the test's ranks share one node";
+  EXPECT_TRUE(rt::overlap_backward("on", world, 64, 1));
+  EXPECT_FALSE(rt::overlap_backward("off", world, 1, 64));
+  const int n = world.local_size();
+  EXPECT_TRUE(rt::overlap_backward("auto", world, 1, n + 1));
+  EXPECT_FALSE(rt::overlap_backward("auto", world, 1, n));
+  EXPECT_FALSE(rt::overlap_backward("auto", world, 2, 2 * n));
+  EXPECT_TRUE(rt::overlap_backward("auto", world, 2, 2 * n + 1));
+}
+
 TEST_F(TrainTest, ReplicasStayBitwiseIdenticalAndRunsAreDeterministic) {
   rt::TrainConfig c = config();
   c.shuffle = true;
@@ -249,7 +262,7 @@ TEST_F(TrainTest, BucketAllreduceOverlapsBackward) {
   if (world.size() == 1) GTEST_SKIP() << "one rank has no allreduce to overlap";
   int cores = static_cast<int>(std::thread::hardware_concurrency());
   const bool oversubscribed = world.local_size() > std::max(1, cores);
-  for (bool overlap : {true, false}) {
+  for (const std::string overlap : {"on", "off"}) {
     rt::TrainConfig c = config();
     c.model.hidden = {512, 512};  // a backward long enough to overlap with
     c.fusion_mb = 20000.0 / (1024 * 1024);
@@ -279,7 +292,7 @@ TEST_F(TrainTest, BucketAllreduceOverlapsBackward) {
       handed_over_steps += first_ready < last_backward;
     }
     EXPECT_EQ(steps, 10);
-    if (overlap) {
+    if (overlap == "on") {
       EXPECT_EQ(handed_over_steps, 10) << "a bucket waited for the end of backward";
       // Whether the communication thread gets a core while backward still
       // runs is up to the OS; over 10 steps and all ranks it must have

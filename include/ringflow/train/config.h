@@ -36,7 +36,7 @@ struct TrainConfig {
   int threads = 0;                 // per rank; 0 = node cores / ranks on the node
   std::string allreduce = "auto";  // ring | mpi | auto
   double fusion_mb = 4.0;
-  bool overlap = true;
+  std::string overlap = "auto";  // auto | on | off (see overlap_backward in trainer.h)
   // output
   std::string metrics;               // CSV (.csv) or JSONL (anything else) per epoch
   std::string timeline;              // Chrome trace

@@ -116,7 +116,8 @@ class GradientReducer {
   std::condition_variable cv_;
   int submitted_ = 0;           // buckets handed over this step
   int next_ = 0;                // the bucket the thread reduces next
-  bool reducing_here_ = false;  // submit() is reducing the step's last bucket itself
+  bool comm_busy_ = false;      // the communication thread is reducing a bucket
+  bool reducing_here_ = false;  // submit() is reducing the step's last buckets itself
   bool stop_ = false;
   bool skip_allreduce_ = false;
   ReducerStats stats_;

@@ -40,8 +40,13 @@ struct EpochMetrics {
   double samples_per_second = 0;  // global samples in this epoch / its wall time
   double elapsed_seconds = 0;
   double eta_seconds = 0;
-  double allreduce_seconds = 0;  // time in collectives on the comm thread, this epoch
+  double allreduce_seconds = 0;  // time in collectives, this epoch
 };
+
+// --overlap resolved: "on" and "off" as given; "auto" overlaps unless every
+// rank is on one node and threads x ranks on it reach its cores.
+bool overlap_backward(const std::string& mode, const collectives::Communicator& comm, int threads,
+                      int cores);
 
 class Trainer {
  public:
@@ -81,6 +86,8 @@ class Trainer {
   std::int64_t steps_per_epoch() const { return batches_->steps_per_epoch(); }
   std::int64_t step() const { return step_; }
   int threads() const { return threads_; }
+  // Whether bucket allreduces overlap backward (--overlap, auto resolved).
+  bool overlap() const { return overlap_; }
   // The learning rate the schedule gives for a (0-based) step.
   float learning_rate_at(std::int64_t step) const;
   // Writes the timeline file (collective: every rank must call it).
@@ -115,6 +122,7 @@ class Trainer {
   std::unique_ptr<Session> session_;
   Tensor x_batch_, y_batch_;
   int threads_ = 1;
+  bool overlap_ = true;
   std::int64_t step_ = 0;
   std::int64_t epoch_ = 0;
   bool epoch_started_ = false;
