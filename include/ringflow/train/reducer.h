@@ -11,13 +11,13 @@
 // order, whatever order they were handed over in, so every rank issues the
 // same collectives in the same order. It unpacks the averaged values into
 // persistent gradient tensors and completes the node, which releases the
-// apply ops of that bucket's variables only. One exception: the step's last
-// bucket, handed over when every earlier one is already reduced, has no
-// backward left to overlap, so the executor thread that hands it over
-// reduces it itself, in the same order, sparing two thread wake-ups.
+// apply ops of that bucket's variables only.
 //
-// With overlap off, the thread starts only once every bucket of the step
-// has been handed over (the allreduce after all of backward).
+// The step's last hand-over is different: no backward is left to overlap, so
+// when the communication thread is idle, the executor thread that hands over
+// the last bucket reduces the buckets still waiting itself, in bucket order,
+// sparing two thread wake-ups. With overlap off that is every bucket: the
+// allreduces run after all of backward, on the executor thread.
 #pragma once
 
 #include <atomic>
