@@ -6,6 +6,8 @@
 #include <cstring>
 #include <mutex>
 #include <sstream>
+#include <unordered_map>
+#include <vector>
 
 namespace ringflow {
 
@@ -82,11 +84,57 @@ std::string Shape::to_string() const {
   return os.str();
 }
 
-// Intermediate tensors of a step are allocated and freed every step, many
-// of them 64 KiB to a few MiB. glibc serves blocks above its mmap threshold
-// with mmap/munmap, so each step would fault its pages in afresh; keep such
-// blocks in the heap instead and let freed memory be reused.
+// Intermediate tensors of a step are allocated and freed every step, with
+// the same sizes every step. Two things keep that from costing page faults:
+//  - glibc serves blocks above its mmap threshold with mmap/munmap, which
+//    would fault every page in afresh each step: raise the threshold.
+//  - Large blocks (>= kCacheMinBytes) are recycled by exact size instead of
+//    going back to malloc. Otherwise small long-lived allocations made
+//    between steps (a timeline's events, say) land in the freed holes, the
+//    next step's large blocks no longer fit there, and the heap grows by a
+//    step's worth of fresh, faulting pages every step.
+// The cache holds at most kCacheMaxBytes; a block beyond that is freed.
 namespace {
+
+constexpr std::size_t kCacheMinBytes = 256 << 10;
+constexpr std::size_t kCacheMaxBytes = std::size_t{1} << 30;
+
+class BlockCache {
+ public:
+  void* take(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(bytes);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= bytes;
+    return p;
+  }
+  // False when the cache is full: the caller frees the block.
+  bool give(void* p, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_ + bytes > kCacheMaxBytes) return false;
+    free_[bytes].push_back(p);
+    cached_ += bytes;
+    return true;
+  }
+  std::int64_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<std::int64_t>(cached_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::size_t, std::vector<void*>> free_;
+  std::size_t cached_ = 0;
+};
+
+// Never destroyed: tensors in static objects may be freed after main().
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache;
+  return *cache;
+}
+
 void tune_allocator_once() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -94,19 +142,21 @@ void tune_allocator_once() {
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
   });
 }
+
 }  // namespace
 
 struct Tensor::Storage {
-  explicit Storage(std::size_t n) : bytes(n) {
+  explicit Storage(std::size_t n)
+      : bytes(n), rounded((n + kAlignment - 1) / kAlignment * kAlignment) {
     tune_allocator_once();
-    const std::size_t rounded = (n + kAlignment - 1) / kAlignment * kAlignment;
-    data = std::aligned_alloc(kAlignment, rounded);
+    data = rounded >= kCacheMinBytes ? block_cache().take(rounded) : nullptr;
+    if (!data) data = std::aligned_alloc(kAlignment, rounded);
     if (!data) throw std::bad_alloc();
     g_live_buffers.fetch_add(1, std::memory_order_relaxed);
     g_live_bytes.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
   }
   ~Storage() {
-    std::free(data);
+    if (rounded < kCacheMinBytes || !block_cache().give(data, rounded)) std::free(data);
     g_live_buffers.fetch_sub(1, std::memory_order_relaxed);
     g_live_bytes.fetch_sub(static_cast<std::int64_t>(bytes), std::memory_order_relaxed);
   }
@@ -115,6 +165,7 @@ struct Tensor::Storage {
 
   void* data;
   std::size_t bytes;
+  std::size_t rounded;
 };
 
 Tensor::Tensor(DType dtype, Shape shape)
@@ -209,7 +260,7 @@ bool Tensor::shares_storage_with(const Tensor& other) const {
 
 StorageStats Tensor::storage_stats() {
   return {g_live_buffers.load(std::memory_order_relaxed),
-          g_live_bytes.load(std::memory_order_relaxed)};
+          g_live_bytes.load(std::memory_order_relaxed), block_cache().cached_bytes()};
 }
 
 void Tensor::check_dtype(DType want) const {

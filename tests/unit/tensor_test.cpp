@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "ringflow/tensor/eigen.h"
 #include "ringflow/tensor/tensor.h"
@@ -87,6 +89,33 @@ TEST(Tensor, StorageStatsCountLiveBuffers) {
     EXPECT_EQ(during.live_bytes, before.live_bytes + 40);
   }
   EXPECT_EQ(Tensor::storage_stats().live_buffers, before.live_buffers);
+}
+
+// A training step frees and allocates the same large intermediates every
+// step; small allocations made in between must not take their memory.
+TEST(Tensor, LargeBlocksAreReusedBySizeWhateverIsAllocatedBetween) {
+  const Shape big{1 << 20};  // 4 MiB
+  const void* first = nullptr;
+  std::int64_t cached_before = 0;
+  {
+    Tensor a(DType::f32, big);
+    first = a.data<float>();
+    cached_before = Tensor::storage_stats().cached_bytes;
+  }
+  EXPECT_EQ(Tensor::storage_stats().cached_bytes, cached_before + (4 << 20));
+  std::vector<Tensor> small;  // long-lived small tensors, allocated after the free
+  for (int i = 0; i < 100; ++i) small.emplace_back(DType::f32, Shape{1000});
+  std::vector<std::unique_ptr<char[]>> plain;
+  for (int i = 0; i < 100; ++i) plain.emplace_back(new char[3000]);
+  Tensor again(DType::f32, big);
+  EXPECT_EQ(again.data<float>(), first) << "the freed 4 MiB block was not reused";
+  EXPECT_EQ(Tensor::storage_stats().cached_bytes, cached_before);
+  // Another size does not take it, and small blocks are not cached.
+  Tensor other(DType::f32, Shape{(1 << 20) + 16});
+  EXPECT_NE(other.data<float>(), first);
+  const auto cached = Tensor::storage_stats().cached_bytes;
+  { Tensor tiny(DType::f32, Shape{100}); }
+  EXPECT_EQ(Tensor::storage_stats().cached_bytes, cached);
 }
 
 }  // namespace

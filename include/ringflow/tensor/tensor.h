@@ -64,6 +64,7 @@ class Shape {
 struct StorageStats {
   std::int64_t live_buffers;
   std::int64_t live_bytes;
+  std::int64_t cached_bytes;  // freed large blocks kept for reuse (tensor.cpp)
 };
 
 class Tensor {
