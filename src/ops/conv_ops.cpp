@@ -1,7 +1,8 @@
 // Convolution ops, NHWC: Conv2D with its two backprops (Conv2DBackpropInput,
 // Conv2DBackpropFilter), and FusedConv2D (bias and activation applied as each
 // block of the output is computed). Pooling is in pool_ops.cpp; the geometry
-// both share is in window.h.
+// both share is in window.h. Inputs with at most 4 channels take the direct
+// kernels of conv_direct.cpp for y and df instead of im2col + GEMM.
 //
 // Shapes: input x (N, H, W, Cin), filter f (KH, KW, Cin, Cout), output y
 // (N, OH, OW, Cout). Sizes follow TensorFlow:
@@ -54,6 +55,7 @@
 #include <algorithm>
 #include <string>
 
+#include "conv_direct.h"
 #include "op_util.h"
 #include "ringflow/tensor/eigen.h"
 #include "window.h"
@@ -220,6 +222,16 @@ void conv2d_kernel(KernelContext& c) {
   }
   const float* x = c.input(0).data<float>();
   const ConstMatrixMap f = as_matrix(c.input(1), g.k(), g.cout);
+  if (direct::applies(g)) {  // few input channels: no im2col (conv_direct.h)
+    const std::int64_t image = g.pixels() * g.cout;
+    parallel_blocks(c, g.n, 1, [&](std::int64_t n0, std::int64_t n1) {
+      for (std::int64_t n = n0; n < n1; ++n) {
+        direct::conv_forward(g, x, f.data(), py, n, n + 1);
+        if (bias) bias_activation(py + n * image, g.pixels(), g.cout, bias, relu);
+      }
+    });
+    return;
+  }
   const Plan plan = make_plan(g);
   parallel_blocks(c, plan.ngroups * plan.chunks, 1, [&](std::int64_t b0, std::int64_t b1) {
     RowMatrix cols(plan.max_rows, g.k());  // scratch of this task, reused by its chunks
@@ -296,7 +308,10 @@ void conv2d_backprop_filter_kernel(KernelContext& c) {
   if (kc == 0 || g.rows() == 0) return;
   const float* x = c.input(0).data<float>();
   const ConstMatrixMap dy = as_matrix(c.input(2), g.rows(), g.cout);
-  const Plan plan = make_plan(g);
+  // The direct kernel (few input channels) takes one image per group.
+  const bool use_direct = direct::applies(g);
+  const Plan plan =
+      use_direct ? Plan{.group = 1, .ngroups = g.n, .chunks = 1, .max_rows = 0} : make_plan(g);
   const std::int64_t max_slabs =
       std::clamp<std::int64_t>(std::min(kMaxSlabs, kPartialFloats / kc), 1, plan.ngroups);
   const std::int64_t per_slab = ceil_div(plan.ngroups, max_slabs);
@@ -312,6 +327,10 @@ void conv2d_backprop_filter_kernel(KernelContext& c) {
     for (std::int64_t s = s0; s < s1; ++s) {
       UnalignedMatrixMap acc = partial(s);
       const std::int64_t gi_end = std::min(plan.ngroups, (s + 1) * per_slab);
+      if (use_direct) {
+        direct::conv_filter_grad(g, x, dy.data(), acc.data(), s * per_slab, gi_end);
+        continue;
+      }
       for (std::int64_t gi = s * per_slab; gi < gi_end; ++gi) {
         for (std::int64_t ci = 0; ci < plan.chunks; ++ci) {
           const Range rows = chunk_rows(g, plan, gi, ci);

@@ -2,8 +2,10 @@
 // nested-loop references (conv_test_util.h), central finite differences, and
 // for bitwise determinism across runs and thread counts. Shapes are odd on
 // purpose (7x5 images, 2x4 kernels, strides that do not divide) so every
-// padding case is hit; a few larger cases reach the kernels' multi-chunk,
-// multi-group and multi-slab paths.
+// padding case is hit; a few larger cases reach the GEMM kernels'
+// multi-chunk, multi-group and multi-slab paths, and the direct kernels
+// (conv_direct.h, at most 4 input channels: the small cases go there too)
+// with whole and partial packets of output channels.
 #include <gtest/gtest.h>
 
 #include "conv_test_util.h"
@@ -56,8 +58,8 @@ TEST(Conv2D, BackpropsMatchReference) {
   }
 }
 
-// Shapes that reach the kernels' multi-chunk (one image split into several
-// GEMMs), multi-group and multi-slab paths.
+// Shapes that reach the GEMM kernels' multi-chunk (one image split into
+// several GEMMs), multi-group and multi-slab paths, and the direct kernels'.
 std::vector<Conv> large_cases() {
   return {
       {3, 40, 40, 8, 5, 5, 16, 1, Padding::same},  // 1600 rows per image, K = 200: chunks
@@ -65,6 +67,12 @@ std::vector<Conv> large_cases() {
       {20, 28, 28, 1, 5, 5, 4, 1, Padding::same},  // K = 25: several images per group
       {5, 33, 31, 6, 4, 3, 5, 2, Padding::valid},  // odd sizes, even kernel, stride 2
       {40, 9, 9, 4, 3, 3, 3, 1, Padding::valid},   // many small images
+      // Few input channels take the direct kernels (conv_direct.h): whole
+      // packets of output channels, packets plus leftover channels, output
+      // rows that are not a whole number of 8-pixel tiles.
+      {4, 28, 28, 1, 5, 5, 32, 1, Padding::same},  // the CNN's first layer
+      {3, 13, 11, 3, 3, 4, 37, 2, Padding::same},
+      {2, 12, 9, 2, 5, 3, 16, 1, Padding::valid},
   };
 }
 
