@@ -88,13 +88,20 @@ void max_pool_kernel(KernelContext& c) {
 // the same branch-free strict select as the forward (so the same first
 // maximum wins). Windows may overlap (stride < window), so tasks take whole
 // images and each walks its rows in order.
+//
+// Windows that tile x (stride = window, no padding: the CNNs' 2x2 pools)
+// share no pixel, so each zeroes its own dx pixels while they are in cache
+// and sets 0 + dy at the argmax (the same bits as += into a zeroed dx),
+// instead of a zero fill of all of dx and a scattered read-modify-write.
 void max_pool_grad_kernel(KernelContext& c) {
   expect_f32(c, 2);
   const Tensor& xt = c.input(0);
   const Geom g = pool_geom(c, xt.shape(), tensor_desc(c, 0, "input"));
   expect_out_grad(c, 1, g);
   Tensor& dx = c.allocate_output(0, DType::f32, xt.shape());
-  dx.fill(0.0f);
+  const bool tiles = g.stride == g.kh && g.stride == g.kw && g.pad_top == 0 && g.pad_left == 0;
+  // Pixels no window covers (the right and bottom edges of VALID) stay 0.
+  if (!tiles || g.oh * g.kh != g.h || g.ow * g.kw != g.w) dx.fill(0.0f);
   if (g.rows() == 0 || g.cin == 0) return;
   const std::int64_t ch = g.cin, image = g.h * g.w * ch;
   if (g.kh * g.w * ch >= (std::int64_t{1} << 31))
@@ -133,7 +140,14 @@ void max_pool_grad_kernel(KernelContext& c) {
                      }
                    const float* d = dy + r * ch;
                    float* dx0 = pdx + first;
-                   if (relu) {
+                   if (tiles) {
+                     // zero the window's pixels (one run per window row), then
+                     // set each channel's argmax
+                     for (std::int64_t kh = 0; kh < win.kh.hi - win.kh.lo; ++kh)
+                       std::fill_n(dx0 + kh * g.w * ch, (win.kw.hi - win.kw.lo) * ch, 0.0f);
+                     for (std::int64_t i = 0; i < ch; ++i)
+                       dx0[where[i] + i] = 0.0f + (!relu || best[i] > 0.0f ? d[i] : 0.0f);
+                   } else if (relu) {
                      for (std::int64_t i = 0; i < ch; ++i)
                        dx0[where[i] + i] += best[i] > 0.0f ? d[i] : 0.0f;
                    } else {
