@@ -46,10 +46,20 @@ std::vector<Tensor> Executor::run() {
   for (;;) {
     if (completed_.load() == total) break;
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return has_posted_.load() || outstanding_async_ == 0; });
+    cv_.wait(lock, [&] {
+      return has_posted_.load() || outstanding_async_ == 0 ||
+             (aborted_.load() && !abort_announced_ && session_.options_.on_abort);
+    });
     const bool posted = has_posted_.load();
     const bool idle = outstanding_async_ == 0;
+    const bool announce =
+        aborted_.load() && !abort_announced_ && session_.options_.on_abort != nullptr;
+    abort_announced_ = abort_announced_ || announce;
     lock.unlock();
+    if (announce) {
+      session_.options_.on_abort();
+      continue;
+    }
     if (posted) {
       arena_.execute([&] {
         drain_posted();
@@ -253,6 +263,7 @@ void Executor::record_error(std::exception_ptr e) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!error_) error_ = e;
   aborted_.store(true, std::memory_order_release);
+  cv_.notify_all();  // run() may be waiting on async nodes that now never complete
 }
 
 void Executor::check_feed(int p) const {

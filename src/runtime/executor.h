@@ -73,6 +73,7 @@ class Executor {
   std::vector<int> posted_;
   std::atomic<bool> has_posted_{false};
   int outstanding_async_ = 0;
+  bool abort_announced_ = false;  // on_abort called (under mu_)
   // Contexts of finished async kernels, freed when the run ends (a context
   // cannot free itself from inside its own done callback).
   std::vector<KernelContext*> finished_async_;

@@ -198,11 +198,54 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
   }
 }
 
+void GradientReducer::abort_step() {
+  std::vector<std::pair<int, KernelContext*>> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int n = static_cast<int>(buckets_.size());
+    // An executor thread reducing the step's last buckets reduces them all,
+    // and its last one starts the next step at bucket 0.
+    if (reducing_here_ || n == 0) return;
+    // With overlap on, the communication thread goes on with the run of
+    // handed-over buckets from next_, as the other ranks' do. Buckets past
+    // that run wait for one that never comes, and with overlap off nothing
+    // has started: those are completed with an error.
+    int reachable = next_;
+    while (options_.overlap && reachable < n &&
+           buckets_[static_cast<std::size_t>(reachable)].pending != nullptr)
+      ++reachable;
+    for (int b = reachable; b < n; ++b) {
+      Bucket& bucket = buckets_[static_cast<std::size_t>(b)];
+      if (bucket.pending == nullptr) continue;
+      cancelled.emplace_back(b, bucket.pending);
+      bucket.pending = nullptr;
+    }
+    // The next step starts at bucket 0, after the reachable ones if any.
+    if (reachable > next_) {
+      restart_ = true;
+    } else {
+      next_ = 0;
+      submitted_ = 0;
+    }
+  }
+  for (const auto& [b, ctx] : cancelled)
+    ctx->done(std::make_exception_ptr(
+        Error("gradient bucket " + std::to_string(b) +
+                  " was not reduced: the step failed before all of its buckets were ready",
+              __FILE__, __LINE__)));
+}
+
 void GradientReducer::complete(int b) {
   std::lock_guard<std::mutex> lock(mu_);
   buckets_[static_cast<std::size_t>(b)].pending = nullptr;
   comm_busy_ = false;
   next_ = (b + 1) % static_cast<int>(buckets_.size());
+  if (restart_ && (next_ == 0 || buckets_[static_cast<std::size_t>(next_)].pending == nullptr)) {
+    restart_ = false;  // the failed step's last reachable bucket (abort_step)
+    next_ = 0;
+    submitted_ = 0;
+    return;
+  }
   if (next_ == 0) {  // the step's last bucket: the next step starts afresh
     reducing_here_ = false;
     submitted_ = 0;

@@ -90,7 +90,9 @@ Trainer::Trainer(const TrainConfig& config, collectives::Communicator& comm)
   train_op_ = opt->apply_gradients(reduced, "train");
 
   timeline_.set_enabled(!config_.timeline.empty() && config_.timeline_steps > 0);
-  SessionOptions so{.num_threads = threads_, .user_context = reducer_->context()};
+  SessionOptions so{.num_threads = threads_,
+                    .user_context = reducer_->context(),
+                    .on_abort = [this] { reducer_->abort_step(); }};
   if (timeline_.enabled()) {
     so.on_node = [this](const NodeEvent& e) {
       if (!timeline_.enabled()) return;

@@ -222,6 +222,64 @@ TEST(Reducer, BucketsAreReducedInBucketOrderWhateverOrderTheyAreHandedOver) {
   }
 }
 
+// Passes x through, or fails when the fed flag is > 0.
+void register_fail_op() {
+  static const bool registered = [] {
+    ringflow::OpRegistry::global().add({.name = "TestFailIf",
+                                        .shape_fn =
+                                            [](ringflow::ShapeContext& c) {
+                                              c.set_output(0, ringflow::DType::f32, c.in_shape(0));
+                                            },
+                                        .kernel =
+                                            [](ringflow::KernelContext& c) {
+                                              if (c.input(1).scalar_value() > 0)
+                                                c.fail("deliberate failure");
+                                              c.set_output(0, c.input(0));
+                                            },
+                                        .no_gradient = true});
+    return true;
+  }();
+  (void)registered;
+}
+
+// A step that fails after bucket 0 was handed over, before bucket 1 was
+// ready: the run raises the failure on every rank instead of waiting for
+// ever on bucket 0 (with overlap off nothing is reduced before the last
+// bucket arrives), and the next step reduces both buckets correctly.
+TEST(Reducer, AFailedStepRaisesInsteadOfWaitingForItsBuckets) {
+  rc::Communicator world;
+  register_fail_op();
+  const std::int64_t n = 64;
+  const float r = static_cast<float>(world.rank() + 1);
+  const float mean_r = static_cast<float>(world.size() + 1) / 2;
+  for (const bool overlap : {false, true}) {
+    SCOPED_TRACE(overlap ? "overlap on" : "overlap off");
+    ringflow::Graph g;
+    const ringflow::Output flag = g.placeholder("flag", {});
+    const ringflow::Output g0 = ringflow::identity(g.constant(ringflow::Tensor::filled({n, n}, r)));
+    const ringflow::Output g1 =
+        g.add_op("TestFailIf", {g.constant(ringflow::Tensor::filled({n, n}, 10 * r)), flag});
+    const ringflow::Output v0 = g.variable("v0", {n, n}, ringflow::init::zeros());
+    const ringflow::Output v1 = g.variable("v1", {n, n}, ringflow::init::zeros());
+    rt::GradientReducer reducer(world, {.fusion_bytes = 1024, .overlap = overlap});
+    const auto reduced = reducer.add_to_graph(g, {{g0, v0}, {g1, v1}});
+    ASSERT_EQ(reducer.num_buckets(), 2);
+    ringflow::Session session(g, {.num_threads = 1,
+                                  .user_context = reducer.context(),
+                                  .on_abort = [&] { reducer.abort_step(); }});
+    const std::vector<ringflow::Output> fetch{reduced[0].grad, reduced[1].grad};
+    try {
+      session.run(fetch, {{flag, ringflow::Tensor::scalar(1.0f)}});
+      ADD_FAILURE() << "the failing step did not raise";
+    } catch (const ringflow::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("deliberate failure"), std::string::npos) << e.what();
+    }
+    const auto out = session.run(fetch, {{flag, ringflow::Tensor::scalar(0.0f)}});
+    EXPECT_FLOAT_EQ(out[0].flat<float>()[0], mean_r);
+    EXPECT_FLOAT_EQ(out[1].flat<float>()[n * n - 1], 10 * mean_r);
+  }
+}
+
 TEST(Overlap, AutoOverlapsWhenTheNodeHasACoreToSpare) {
   rc::Communicator world;
   ASSERT_EQ(world.local_size(), world.size()) << "the test's ranks share one node";

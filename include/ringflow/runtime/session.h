@@ -42,6 +42,10 @@ struct SessionOptions {
   std::function<void(const NodeEvent&)> on_node;
   // Flush denormal floats to zero on the executor's threads (FTZ/DAZ).
   bool flush_denormals = true;
+  // Called once when a run fails, before it returns. Async nodes still out
+  // must then complete (with an error is fine), or the run waits for them
+  // for ever. GradientReducer::abort_step is one.
+  std::function<void()> on_abort;
 };
 
 struct RunStats {

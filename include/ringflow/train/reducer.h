@@ -85,6 +85,12 @@ class GradientReducer {
 
   // Called by the AllreduceBucket kernel.
   void submit(int bucket, KernelContext& ctx);
+  // Pass as SessionOptions::on_abort. A failed step leaves the buckets
+  // handed over so far waiting for the rest, which never come (with overlap
+  // off none of them is reduced before the last): completes those that can
+  // no longer be reduced with an error, so that the run fails instead of
+  // waiting for ever, and makes the next step start at bucket 0.
+  void abort_step();
 
  private:
   struct Bucket {
@@ -118,6 +124,7 @@ class GradientReducer {
   int next_ = 0;                // the bucket the thread reduces next
   bool comm_busy_ = false;      // the communication thread is reducing a bucket
   bool reducing_here_ = false;  // submit() is reducing the step's last buckets itself
+  bool restart_ = false;        // a step failed: start over at bucket 0 (abort_step)
   bool stop_ = false;
   bool skip_allreduce_ = false;
   ReducerStats stats_;
