@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -96,13 +97,20 @@ void add_flags(CLI::App& app, rt::TrainConfig& c, std::string& hidden) {
   ex->add_option("--fusion-mb", c.fusion_mb,
                  "Gradient bucket size in MiB (one allreduce per bucket)")
       ->capture_default_str();
-  ex->add_option("--overlap", c.overlap,
-                 "Allreduce buckets on a communication thread while backward runs: on | off "
-                 "(after backward, on the executor thread) | auto (on unless the ranks share "
-                 "one node and their threads fill its cores)")
-      ->capture_default_str();
+  auto* overlap =
+      ex->add_option("--overlap", c.overlap,
+                     "Allreduce buckets on a communication thread while backward runs: on | off "
+                     "(after backward, on the executor thread) | auto (on unless the ranks share "
+                     "one node and their threads fill its cores)")
+          // true/false: config files written when this was an on/off flag
+          ->transform(CLI::Transformer(
+              std::map<std::string, std::string>{{"true", "on"}, {"false", "off"}}))
+          ->capture_default_str();
+  // A separate option: given with --overlap, which one wins would depend on
+  // CLI11's order, not the user's, so the two exclude each other.
   ex->add_flag_callback(
-      "--no-overlap", [&c] { c.overlap = "off"; }, "Same as --overlap off");
+        "--no-overlap", [&c] { c.overlap = "off"; }, "Same as --overlap off")
+      ->excludes(overlap);
   auto* out = app.add_option_group("Output");
   out->add_option("--metrics", c.metrics,
                   "Per-epoch metrics file: CSV if it ends in .csv, else JSON lines");

@@ -36,6 +36,7 @@ case $case in
       expect_error 1 "--model cnn" "${launcher[@]}" "$trainer" "${small[@]}" --model cnn
       expect_error 2 "--hidden" "${launcher[@]}" "$trainer" "${small[@]}" --hidden 16,x
       expect_error 2 "--overlap" "${launcher[@]}" "$trainer" "${small[@]}" --overlap sometimes
+      expect_error 2 "--overlap" "${launcher[@]}" "$trainer" "${small[@]}" --no-overlap --overlap on
     done
     expect_error 2 "--batch-size" "${mpi2[@]}" "$trainer" "${small[@]}" --batch-size 25
     expect_error 2 "--batch-size" "${mpi4[@]}" "$trainer" "${small[@]}" --batch-size 2
@@ -74,6 +75,13 @@ TOML
     mpirun_np 2 "$trainer" --config "$tmp/a.jsonl.config.toml" --metrics "$tmp/b.jsonl" >/dev/null || fail "rerun failed"
     strip() { sed -E 's/,"samples_per_second".*//' "$1"; }
     diff <(strip "$tmp/a.jsonl") <(strip "$tmp/b.jsonl") >&2 || fail "the stored config did not reproduce the run"
+    # Configs stored when overlap was an on/off flag still load; --no-overlap is off.
+    printf 'overlap = false\n' >>"$tmp/run.toml"
+    mpirun_np 2 "$trainer" --config "$tmp/run.toml" --threads 1 --max-steps 2 >"$tmp/out" || fail "overlap = false rejected"
+    grep -qF 'overlap = "off"' "$tmp/out" || fail "overlap = false did not mean off"
+    mpirun_np 2 "$trainer" --data "$blobs" --hidden 16 --batch-size 24 --threads 1 --no-overlap --max-steps 2 \
+      >"$tmp/out" || fail "--no-overlap rejected"
+    grep -qF 'reduced after backward' "$tmp/out" || fail "--no-overlap did not turn overlap off"
     ;;
   timeline)
     mpirun_np 2 "$trainer" "${small[@]}" --max-steps 4 --fusion-mb 0.0005 --timeline "$tmp/trace.json" \

@@ -44,9 +44,11 @@ struct EpochMetrics {
 };
 
 // --overlap resolved: "on" and "off" as given; "auto" overlaps unless every
-// rank is on one node and threads x ranks on it reach its cores.
+// rank is on one node and the ranks' threads leave it no core to spare:
+// threads >= rank_cores for a rank bound to fewer cores than the node has
+// (its affinity mask), else threads x ranks on the node >= node_cores.
 bool overlap_backward(const std::string& mode, const collectives::Communicator& comm, int threads,
-                      int cores);
+                      int rank_cores, int node_cores);
 
 class Trainer {
  public:
