@@ -2,10 +2,10 @@
 // nested-loop references (conv_test_util.h), central finite differences, and
 // for bitwise determinism across runs and thread counts. Shapes are odd on
 // purpose (7x5 images, 2x4 kernels, strides that do not divide) so every
-// padding case is hit; a few larger cases reach the GEMM kernels'
-// multi-chunk, multi-group and multi-slab paths, and the direct kernels
-// (conv_direct.h, at most 4 input channels: the small cases go there too)
-// with whole and partial packets of output channels.
+// padding case is hit, for both the direct kernels (conv_direct.h, at most 4
+// input channels) and im2col + GEMM; a few larger cases reach the GEMM
+// kernels' multi-chunk, multi-group and multi-slab paths, and the direct
+// kernels' whole and partial packets of output channels.
 #include <gtest/gtest.h>
 
 #include "conv_test_util.h"
@@ -64,9 +64,9 @@ std::vector<Conv> large_cases() {
   return {
       {3, 40, 40, 8, 5, 5, 16, 1, Padding::same},  // 1600 rows per image, K = 200: chunks
       {6, 14, 14, 32, 5, 5, 8, 1, Padding::same},  // K = 800: one group per image, 6 slabs
-      {20, 28, 28, 1, 5, 5, 4, 1, Padding::same},  // K = 25: several images per group
+      {20, 28, 28, 1, 5, 5, 4, 1, Padding::same},  // Cin = 1: direct kernels, channel tails
       {5, 33, 31, 6, 4, 3, 5, 2, Padding::valid},  // odd sizes, even kernel, stride 2
-      {40, 9, 9, 4, 3, 3, 3, 1, Padding::valid},   // many small images
+      {40, 9, 9, 4, 3, 3, 3, 1, Padding::valid},   // many small images (direct: Cin = 4)
       // Few input channels take the direct kernels (conv_direct.h): whole
       // packets of output channels, packets plus leftover channels, output
       // rows that are not a whole number of 8-pixel tiles.

@@ -187,12 +187,14 @@ struct ConvGraph {
   }
 };
 
+// Cin = 3 takes the direct kernels of conv_direct.h, Cin = 5 im2col + GEMM.
 inline std::vector<Conv> small_cases() {
   std::vector<Conv> cases;
   const I64 kernels[][2] = {{3, 3}, {5, 5}, {2, 4}, {1, 1}};
-  for (Padding p : {Padding::same, Padding::valid})
-    for (I64 s : {1, 2, 3})
-      for (const auto& k : kernels) cases.push_back({2, 7, 5, 3, k[0], k[1], 4, s, p});
+  for (I64 cin : {3, 5})
+    for (Padding p : {Padding::same, Padding::valid})
+      for (I64 s : {1, 2, 3})
+        for (const auto& k : kernels) cases.push_back({2, 7, 5, cin, k[0], k[1], 4, s, p});
   return cases;
 }
 
