@@ -2,8 +2,8 @@
 # Training throughput benchmark. For each model and rank count (1 and 2 ranks,
 # 1 thread each) it trains a fixed number of steps with the allreduce skipped
 # (RINGFLOW_BENCH_SKIP_ALLREDUCE=1, benchmark-only) and normally; at 2 ranks
-# normally twice, with --overlap on and off (auto picks one of them: off when
-# the ranks' threads fill the node's cores, as here). It prints TSV:
+# both with --overlap on and with --overlap off (auto picks one of them: off
+# when the ranks' threads fill the node's cores, as here). It prints TSV:
 # samples/s, step time, and the exposed communication time, i.e. step time
 # with allreduce minus step time without, and its share of the step.
 #
@@ -51,8 +51,8 @@ for model in ${RF_MODELS:-mlp cnn-small cnn}; do
   [[ $model == cnn* ]] && rows=${RF_ROWS_CNN:-7680}
   without=$(run 1 "$rows" "$model" 1)
   row "$model" 1 - "$(run 1 "$rows" "$model" 0)" "$without"
-  without=$(run 2 "$rows" "$model" 1)
-  for overlap in on off; do
+  for overlap in on off; do  # each against its own no-allreduce step (thread hand-overs included)
+    without=$(run 2 "$rows" "$model" 1 --overlap "$overlap")
     row "$model" 2 "$overlap" "$(run 2 "$rows" "$model" 0 --overlap "$overlap")" "$without"
   done
 done

@@ -238,7 +238,9 @@ int main(int argc, char** argv) {
     std::cout << "ringflow trainer: " << comm.size() << (comm.size() == 1 ? " rank" : " ranks")
               << " x " << trainer->threads() << (trainer->threads() == 1 ? " thread" : " threads")
               << ", " << trainer->reducer().num_buckets() << " gradient bucket(s), "
-              << (trainer->overlap() ? "overlapped with backward, " : "reduced after backward, ")
+              << (comm.size() == 1     ? ""
+                  : trainer->overlap() ? "overlapped with backward, "
+                                       : "reduced after backward, ")
               << trainer->steps_per_epoch() << " steps per epoch\n# effective configuration\n"
               << rt::to_toml(config) << std::flush;
   }

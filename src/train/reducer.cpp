@@ -61,7 +61,8 @@ GradientReducer::GradientReducer(collectives::Communicator& comm, ReducerOptions
   // communication and report the exposed communication time.
   const char* skip = std::getenv("RINGFLOW_BENCH_SKIP_ALLREDUCE");
   skip_allreduce_ = skip != nullptr && std::string(skip) == "1";
-  thread_ = std::thread([this] { loop(); });
+  // With overlap off the executor thread reduces every bucket (submit).
+  if (options_.overlap) thread_ = std::thread([this] { loop(); });
 }
 
 GradientReducer::~GradientReducer() {
@@ -70,7 +71,7 @@ GradientReducer::~GradientReducer() {
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 std::vector<GradAndVar> GradientReducer::add_to_graph(Graph& g, const std::vector<GradAndVar>& gv) {
@@ -259,11 +260,9 @@ void GradientReducer::loop() {
     // buckets_ is filled by add_to_graph after this thread started: read
     // its size inside the predicate, under the lock.
     cv_.wait(lock, [&] {
-      if (stop_) return true;
-      if (buckets_.empty() || buckets_[static_cast<std::size_t>(next_)].pending == nullptr ||
-          reducing_here_)
-        return false;
-      return options_.overlap || submitted_ == static_cast<int>(buckets_.size());
+      return stop_ ||
+             (!buckets_.empty() && buckets_[static_cast<std::size_t>(next_)].pending != nullptr &&
+              !reducing_here_);
     });
     if (stop_) return;
     const int b = next_;

@@ -35,9 +35,9 @@ bool overlap_backward(const std::string& mode, const collectives::Communicator& 
   // run backward; when the ranks' threads already fill them, the
   // communication thread only takes turns with backward, and its wake-ups
   // and the ranks' lockstep through the shared-memory ring cost more than
-  // they hide (measured on 2 cores, 2 ranks x 1 thread: MLP exposed
-  // allreduce 11-22 % of the step with overlap, 5-15 % without; the CNN
-  // 2-9 % against 0-2 %).
+  // they hide (2 cores, 2 ranks x 1 thread, paired runs: MLP exposed
+  // allreduce median ~13 % of the step with overlap, ~9 % without; the CNN
+  // within noise of 0 either way).
   const bool one_node = comm.local_size() == comm.size();
   if (!one_node) return true;
   return rank_cores < node_cores ? threads < rank_cores : threads * comm.local_size() < node_cores;

@@ -6,10 +6,10 @@
 // layer's first), and numbered 0, 1, 2, ... Each bucket becomes one async
 // graph node, AllreduceBucket: when all of its gradients are ready the
 // executor runs it, it packs them into the bucket's persistent *fusion
-// buffer* and hands the bucket to the communication thread, and backward
-// goes on. The communication thread reduces buckets strictly in bucket
-// order, whatever order they were handed over in, so every rank issues the
-// same collectives in the same order. It unpacks the averaged values into
+// buffer* and hands the bucket over, and backward goes on. With overlap on,
+// the communication thread reduces the buckets handed over strictly in
+// bucket order, whatever order they came in, so every rank issues the same
+// collectives in the same order. It unpacks the averaged values into
 // persistent gradient tensors and completes the node, which releases the
 // apply ops of that bucket's variables only.
 //
@@ -17,7 +17,8 @@
 // when the communication thread is idle, the executor thread that hands over
 // the last bucket reduces the buckets still waiting itself, in bucket order,
 // sparing two thread wake-ups. With overlap off that is every bucket: the
-// allreduces run after all of backward, on the executor thread.
+// allreduces run after all of backward, on the executor thread, and there
+// is no communication thread.
 #pragma once
 
 #include <atomic>
