@@ -186,17 +186,21 @@ void GradientReducer::submit(int b, KernelContext& ctx) {
     cv_.notify_all();
     return;
   }
-  for (int k = first; k < n; ++k) {
-    KernelContext* c = buckets_[static_cast<std::size_t>(k)].pending;
-    std::exception_ptr error;
-    try {
-      reduce(k);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    complete(k);
-    c->done(error);
+  for (int k = first; k < n; ++k)
+    reduce_and_finish(k, buckets_[static_cast<std::size_t>(k)].pending);
+}
+
+void GradientReducer::reduce_and_finish(int b, KernelContext* ctx) {
+  std::exception_ptr error;
+  try {
+    reduce(b);
+  } catch (...) {
+    error = std::current_exception();
   }
+  complete(b);
+  // Completing the node may start the apply ops on this thread's behalf
+  // (they are posted to the executor), so call it without our lock.
+  ctx->done(error);
 }
 
 void GradientReducer::abort_step() {
@@ -269,16 +273,7 @@ void GradientReducer::loop() {
     KernelContext* ctx = buckets_[static_cast<std::size_t>(b)].pending;
     comm_busy_ = true;
     lock.unlock();
-    std::exception_ptr error;
-    try {
-      reduce(b);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    complete(b);
-    // Completing the node may start the apply ops on this thread's behalf
-    // (they are posted to the executor), so call it without our lock.
-    ctx->done(error);
+    reduce_and_finish(b, ctx);
     lock.lock();
   }
 }

@@ -150,24 +150,27 @@ Gate& gate() {
   static Gate g;
   return g;
 }
+// Registers a test op, once, whose output has input 0's shape.
+void register_test_op(const char* name, ringflow::KernelFn kernel, bool async) {
+  if (ringflow::OpRegistry::global().find(name) != nullptr) return;
+  ringflow::OpRegistry::global().add(
+      {.name = name,
+       .shape_fn =
+           [](ringflow::ShapeContext& c) { c.set_output(0, ringflow::DType::f32, c.in_shape(0)); },
+       .kernel = std::move(kernel),
+       .no_gradient = true,
+       .async = async});
+}
+
 void register_gate_op() {
-  static const bool registered = [] {
-    ringflow::OpRegistry::global().add({.name = "TestGate",
-                                        .shape_fn =
-                                            [](ringflow::ShapeContext& c) {
-                                              c.set_output(0, ringflow::DType::f32, c.in_shape(0));
-                                            },
-                                        .kernel =
-                                            [](ringflow::KernelContext& c) {
-                                              std::lock_guard<std::mutex> lock(gate().mu);
-                                              gate().held = &c;
-                                              gate().cv.notify_all();
-                                            },
-                                        .no_gradient = true,
-                                        .async = true});
-    return true;
-  }();
-  (void)registered;
+  register_test_op(
+      "TestGate",
+      [](ringflow::KernelContext& c) {
+        std::lock_guard<std::mutex> lock(gate().mu);
+        gate().held = &c;
+        gate().cv.notify_all();
+      },
+      true);
 }
 
 // Two one-gradient buckets handed over in different orders on different
@@ -224,22 +227,13 @@ TEST(Reducer, BucketsAreReducedInBucketOrderWhateverOrderTheyAreHandedOver) {
 
 // Passes x through, or fails when the fed flag is > 0.
 void register_fail_op() {
-  static const bool registered = [] {
-    ringflow::OpRegistry::global().add({.name = "TestFailIf",
-                                        .shape_fn =
-                                            [](ringflow::ShapeContext& c) {
-                                              c.set_output(0, ringflow::DType::f32, c.in_shape(0));
-                                            },
-                                        .kernel =
-                                            [](ringflow::KernelContext& c) {
-                                              if (c.input(1).scalar_value() > 0)
-                                                c.fail("deliberate failure");
-                                              c.set_output(0, c.input(0));
-                                            },
-                                        .no_gradient = true});
-    return true;
-  }();
-  (void)registered;
+  register_test_op(
+      "TestFailIf",
+      [](ringflow::KernelContext& c) {
+        if (c.input(1).scalar_value() > 0) c.fail("deliberate failure");
+        c.set_output(0, c.input(0));
+      },
+      false);
 }
 
 // A step that fails after bucket 0 was handed over, before bucket 1 was

@@ -106,6 +106,8 @@ class GradientReducer {
   void reduce(int b);
   // Marks bucket b reduced and moves on to the next (takes mu_).
   void complete(int b);
+  // reduce(b), complete(b), then completes its node (with reduce's error, if any).
+  void reduce_and_finish(int b, KernelContext* ctx);
   // Records the members of bucket b whose values (at the bucket's offsets in
   // data, or the k-th input when data is empty) are not all finite.
   void check_finite(int b, std::span<const float> data, const KernelContext* inputs);
