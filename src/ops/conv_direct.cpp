@@ -121,7 +121,7 @@ void filter_block(const Geom& g, const PaddedImage& img, const std::int64_t* off
 }  // namespace
 
 void conv_forward(const Geom& g, const float* x, const float* f, float* y, std::int64_t n0,
-                  std::int64_t n1) {
+                  std::int64_t n1, const std::function<void(std::int64_t)>& after_image) {
   if (g.oh <= 0 || g.ow <= 0 || n0 >= n1) return;
   PaddedImage img(g);
   const std::int64_t k = g.k(), step = g.stride * g.cin;
@@ -137,6 +137,7 @@ void conv_forward(const Geom& g, const float* x, const float* f, float* y, std::
       for (; ow < g.ow; ++ow)
         forward_tile<1>(img.patch(oh, ow), step, img.offsets(), k, f, g.cout, yrow + ow * g.cout);
     }
+    if (after_image) after_image(n);
   }
 }
 

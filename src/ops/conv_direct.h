@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "window.h"
 
@@ -26,9 +27,10 @@ inline bool applies(const window::Geom& g) {
 }
 
 // y rows of images [n0, n1): y[r, co] = sum over r's patch of x * f[., co].
-// f is (K, Cout) row-major; y is (R, Cout).
+// f is (K, Cout) row-major; y is (R, Cout). after_image(n), when given, runs
+// once image n's rows are written (while they are still in cache).
 void conv_forward(const window::Geom& g, const float* x, const float* f, float* y, std::int64_t n0,
-                  std::int64_t n1);
+                  std::int64_t n1, const std::function<void(std::int64_t)>& after_image = {});
 
 // acc (K, Cout) += the filter gradient of images [n0, n1): for each row r in
 // order, patch(r)^T * dy[r, :].

@@ -225,10 +225,9 @@ void conv2d_kernel(KernelContext& c) {
   if (direct::applies(g)) {  // few input channels: no im2col (conv_direct.h)
     const std::int64_t image = g.pixels() * g.cout;
     parallel_blocks(c, g.n, 1, [&](std::int64_t n0, std::int64_t n1) {
-      for (std::int64_t n = n0; n < n1; ++n) {
-        direct::conv_forward(g, x, f.data(), py, n, n + 1);
+      direct::conv_forward(g, x, f.data(), py, n0, n1, [&](std::int64_t n) {
         if (bias) bias_activation(py + n * image, g.pixels(), g.cout, bias, relu);
-      }
+      });
     });
     return;
   }

@@ -19,16 +19,14 @@
 #include <string>
 #include <thread>
 
-#include "ringflow/datasets/format.h"
-#include "ringflow/datasets/synth.h"
 #include "ringflow/train/ps.h"
 #include "ringflow/train/trainer.h"
 
+#include "blobs_fixture.h"
 #include "mpi_test_util.h"
 
 namespace rt = ringflow::train;
 namespace rc = ringflow::collectives;
-namespace rd = ringflow::datasets;
 
 namespace {
 
@@ -66,40 +64,13 @@ class Watchdog {
   std::thread thread_;
 };
 
-// A small blobs data set (8 features, 3 classes) written by rank 0.
+// The shared blobs problem (blobs_fixture.h).
 class PsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    path_ = ringflow::mpi_test::shared_temp_path("ps_test");
-    const char* name = path_.c_str();
-    if (world_rank() == 0) {
-      // One draw split in two, so train and test share the blob centres.
-      const auto all =
-          rd::make_blobs({.rows = 577, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 3});
-      const std::span<const float> x(all.x);
-      const std::span<const std::int32_t> y(all.y);
-      rd::SplitData tr{.shape = {480, 8}, .x_f32 = x.first(480 * 8), .y = y.first(480)};
-      rd::SplitData te{.shape = {97, 8}, .x_f32 = x.subspan(480 * 8), .y = y.subspan(480)};
-      rd::write_dataset(name, tr, te, {.num_classes = 3, .source = "ps_test blobs"});
-    }
-  }
+  static void SetUpTestSuite() { path_ = ringflow::mpi_test::write_shared_blobs("ps_test"); }
   static void TearDownTestSuite() { ringflow::mpi_test::remove_shared(path_); }
 
-  // batch 24: divisible by 1, 2, 3 and 4 workers
-  static rt::TrainConfig config() {
-    rt::TrainConfig c;
-    c.data = path_;
-    c.model.name = "mlp";
-    c.model.hidden = {16, 8};
-    c.optimizer = "momentum";
-    c.lr = 0.05f;
-    c.batch_size = 24;
-    c.shuffle = false;
-    c.shard = "strided";
-    c.seed = 7;
-    c.threads = 1;
-    return c;
-  }
+  static rt::TrainConfig config() { return ringflow::mpi_test::blobs_config(path_); }
   static rt::TrainConfig ps_config(int num_ps, const std::string& update) {
     rt::TrainConfig c = config();
     c.mode = "ps";

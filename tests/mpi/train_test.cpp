@@ -17,54 +17,30 @@
 #include <thread>
 #include <utility>
 
-#include "ringflow/datasets/format.h"
-#include "ringflow/datasets/synth.h"
 #include "ringflow/ops/ops.h"
 #include "ringflow/runtime/session.h"
 #include "ringflow/train/reducer.h"
 #include "ringflow/train/trainer.h"
 
+#include "blobs_fixture.h"
 #include "mpi_test_util.h"
 
 namespace rt = ringflow::train;
 namespace rc = ringflow::collectives;
-namespace rd = ringflow::datasets;
 
 namespace {
 
 using ringflow::mpi_test::world_rank;
 using ringflow::mpi_test::world_size;
 
-// A small blobs data set (8 features, 3 classes) written by rank 0.
+// The shared blobs problem (blobs_fixture.h).
 class TrainTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    path_ = ringflow::mpi_test::shared_temp_path("train_test");
-    const char* name = path_.c_str();
-    if (world_rank() == 0) {
-      const auto train =
-          rd::make_blobs({.rows = 480, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 3});
-      const auto test =
-          rd::make_blobs({.rows = 97, .classes = 3, .dims = 8, .spread = 2.0f, .seed = 4});
-      rd::SplitData tr{.shape = train.shape, .x_f32 = train.x, .y = train.y};
-      rd::SplitData te{.shape = test.shape, .x_f32 = test.x, .y = test.y};
-      rd::write_dataset(name, tr, te, {.num_classes = 3, .source = "train_test blobs"});
-    }
-  }
+  static void SetUpTestSuite() { path_ = ringflow::mpi_test::write_shared_blobs("train_test"); }
   static void TearDownTestSuite() { ringflow::mpi_test::remove_shared(path_); }
 
   static rt::TrainConfig config() {
-    rt::TrainConfig c;
-    c.data = path_;
-    c.model.name = "mlp";
-    c.model.hidden = {16, 8};
-    c.optimizer = "momentum";
-    c.lr = 0.05f;
-    c.batch_size = 24;  // divisible by 1, 2, 3, 4 and 8 ranks
-    c.shuffle = false;
-    c.shard = "strided";
-    c.seed = 7;
-    c.threads = 1;
+    rt::TrainConfig c = ringflow::mpi_test::blobs_config(path_);
     c.fusion_mb = 600.0 / (1024 * 1024);  // ~150 floats: several buckets
     return c;
   }
